@@ -1,0 +1,120 @@
+//! The collector's settings, from flags and `EBB_*` environment variables.
+//!
+//! Every setting has a flag and an environment variable of the same name; the flag wins.
+//! Secrets (`EBB_WRITE_KEY`, `EBB_ADMIN_TOKEN`) are never printed: `Debug` redacts them and
+//! `--help` does not show their values.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Settings of one collector process.
+#[derive(Clone, Parser)]
+#[command(
+    name = "ebb-collector",
+    version,
+    about = "Ebb's collector: consent-first user data in, on-schedule deletion out"
+)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (printed at start-up).
+    #[arg(long, env = "EBB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Folder for the embedded database and the generated admin token.
+    #[arg(long, env = "EBB_DATA_DIR", default_value = "ebb-data")]
+    pub data_dir: PathBuf,
+
+    /// Database to use; defaults to the SQLite file `ebb.db` in the data folder.
+    #[arg(long, env = "EBB_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Write key of the default environment, used when that environment is first created.
+    #[arg(long, env = "EBB_WRITE_KEY", hide_env_values = true)]
+    pub write_key: Option<String>,
+
+    /// An admin token with access to every environment, accepted in addition to stored ones.
+    #[arg(long, env = "EBB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Folder with the demo site, the admin console and the built SDK.
+    #[arg(long, env = "EBB_WWW_DIR", default_value = "www")]
+    pub www_dir: PathBuf,
+
+    /// Log line format.
+    #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The database URL in force: the configured one, or SQLite in the data folder.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("ebb.db").display()),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |set: bool| if set { "<set>" } else { "<unset>" };
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database", &self.database_url.as_deref().map(redact_url))
+            .field("write_key", &redact(self.write_key.is_some()))
+            .field("admin_token", &redact(self.admin_token.is_some()))
+            .field("www_dir", &self.www_dir)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Drops the password from a database URL, keeping scheme, host and database.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://<credentials>{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let config = Config::parse_from([
+            "ebb-collector",
+            "--write-key=wk_secret",
+            "--admin-token=tok_secret",
+            "--database-url=postgres://ebb:pw_secret@db/ebb",
+        ]);
+
+        let shown = format!("{config:?}");
+
+        for secret in ["wk_secret", "tok_secret", "pw_secret"] {
+            assert!(!shown.contains(secret), "{secret} leaked into {shown}");
+        }
+        assert!(shown.contains("@db/ebb"));
+    }
+
+    #[test]
+    fn the_default_database_is_sqlite_in_the_data_folder() {
+        let config = Config::parse_from(["ebb-collector", "--data-dir=/var/lib/ebb"]);
+
+        assert_eq!(config.database_url(), "sqlite:///var/lib/ebb/ebb.db");
+    }
+}

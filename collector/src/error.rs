@@ -1,0 +1,148 @@
+//! Every way a request can fail, and the one place that turns a failure into HTTP.
+//!
+//! A client always gets `{"error": "snake_case_code", "message": "…"}`. Server faults
+//! answer with a generic sentence and an incident id; their detail goes to the log only.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use ebb_protocol::decode::DecodeError;
+use ebb_protocol::{ErrorBody, Rejection};
+use serde::Serialize;
+
+/// Result of collector operations.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No write key in the `Authorization` header nor in the body.
+    #[error("send the write key as the HTTP Basic user name or as `writeKey` in the body")]
+    MissingWriteKey,
+    /// The write key names no environment.
+    #[error("the write key is not valid for any environment")]
+    InvalidWriteKey,
+    /// No bearer token on an admin route.
+    #[error("send an admin token as `Authorization: Bearer <token>`")]
+    MissingAdminToken,
+    /// The bearer token is unknown.
+    #[error("the admin token is not valid")]
+    InvalidAdminToken,
+    /// The token is valid but not for this environment.
+    #[error("the admin token has no access to this environment")]
+    Forbidden,
+    /// The body could not be read as the API's JSON.
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    /// The body is larger than allowed.
+    #[error("the request body is larger than {limit} bytes; send smaller batches")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body could not be read (broken compression, a dropped connection).
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
+    /// A batch without messages.
+    #[error("the batch holds no messages")]
+    EmptyBatch,
+    /// No message of the request could be stored.
+    #[error("no message was stored: {}", .0.first().map_or("", |r| r.message.as_str()))]
+    AllRejected(Vec<Rejection>),
+    /// A named environment does not exist.
+    #[error("no environment is named `{0}`")]
+    EnvironmentNotFound(String),
+    /// The user is not stored in this environment.
+    #[error("no user with this id is stored in this environment")]
+    UserNotFound,
+    /// A query string that does not fit the route.
+    #[error("the query string is not valid: {0}")]
+    InvalidQuery(String),
+    /// No route or file at this path.
+    #[error("nothing is served at this path")]
+    NotFound,
+    /// A fault on the server's side; the detail is logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable code that names the error in response bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingWriteKey => "missing_write_key",
+            Self::InvalidWriteKey => "invalid_write_key",
+            Self::MissingAdminToken => "missing_admin_token",
+            Self::InvalidAdminToken => "invalid_admin_token",
+            Self::Forbidden => "forbidden",
+            Self::Decode(error) => error.code(),
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnreadableBody(_) => "unreadable_body",
+            Self::EmptyBatch => "empty_batch",
+            Self::AllRejected(_) => "all_messages_rejected",
+            Self::EnvironmentNotFound(_) => "environment_not_found",
+            Self::UserNotFound => "user_not_found",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::NotFound => "not_found",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct RejectedBody<'a> {
+    #[serde(flatten)]
+    error: ErrorBody,
+    rejected: &'a [Rejection],
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::MissingWriteKey
+            | Self::InvalidWriteKey
+            | Self::MissingAdminToken
+            | Self::InvalidAdminToken => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Decode(_)
+            | Self::UnreadableBody(_)
+            | Self::EmptyBatch
+            | Self::AllRejected(_)
+            | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::EnvironmentNotFound(_) | Self::UserNotFound | Self::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            Self::Internal(detail) => {
+                let incident = uuid::Uuid::new_v4();
+                tracing::error!(%incident, error = %detail, "request failed");
+                format!("the collector failed to handle the request (incident {incident}); try again later")
+            }
+            other => other.to_string(),
+        };
+        let error = ErrorBody {
+            error: self.code().to_owned(),
+            message,
+        };
+
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::MissingAdminToken | Self::InvalidAdminToken) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        match self {
+            Self::AllRejected(rejected) => response.json(RejectedBody { error, rejected }),
+            _ => response.json(error),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Newtypes for the ids a message carries.
+//!
+//! Server libraries disagree on id types: most send strings, some send numbers (a database
+//! key passed straight through). Ids deserialise from either and are always strings inside
+//! Ebb, so `42` and `"42"` name the same user.
+
+use std::fmt;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps a string as this id.
+            pub fn new(value: impl Into<String>) -> Self {
+                Self(value.into())
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// Gives back the inner string.
+            pub fn into_inner(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_any(IdVisitor).map(Self)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// The id a site gives a known user (`userId`).
+    UserId
+);
+string_id!(
+    /// The id an SDK mints for a visitor before, or instead of, a user id (`anonymousId`).
+    AnonymousId
+);
+string_id!(
+    /// The client-chosen id of one message, the key for deduplicating retries (`messageId`).
+    MessageId
+);
+
+/// Accepts a string or an integer; anything else is an error naming what was found.
+struct IdVisitor;
+
+impl Visitor<'_> for IdVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an integer")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_accept_strings_and_integers_alike() {
+        let from_text: UserId = serde_json::from_str(r#""42""#).unwrap();
+        let from_number: UserId = serde_json::from_str("42").unwrap();
+
+        assert_eq!(from_text, from_number);
+    }
+
+    #[test]
+    fn ids_reject_objects_floats_and_booleans() {
+        for input in [r#"{"id":1}"#, "1.5", "true", "[1]"] {
+            let parsed: Result<UserId, _> = serde_json::from_str(input);
+
+            assert!(parsed.is_err(), "{input} should not be an id");
+        }
+    }
+}
