@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of Ebb: formatting and lints, the Rust unit and integration tests
+# (protocol, SDK core, collector over HTTP on fresh SQLite databases), and the browser tests
+# (the real SDK in headless Chromium against a real collector). Installs what it needs
+# first. Exits non-zero on the first failure.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+start=$SECONDS
+
+step() { printf '\n==> %s (%ds)\n' "$*" "$((SECONDS - start))"; }
+
+step "setting up"
+bash scripts/setup.sh --browser
+
+step "building the SDK"
+bash scripts/build-sdk.sh
+
+step "checking formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy -p ebb-sdk --target wasm32-unknown-unknown --quiet -- -D warnings
+
+step "Rust tests"
+cargo test --workspace
+
+step "browser tests"
+cargo build -p ebb-collector --quiet
+export EBB_TEST_ARTIFACTS="$root/test-artifacts"
+echo "screenshots of every page go to $EBB_TEST_ARTIFACTS"
+# The test runners' summaries close the output; nothing is printed after them.
+node --test --test-concurrency=1 tests/e2e/

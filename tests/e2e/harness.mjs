@@ -1,0 +1,93 @@
+// Shared pieces of the browser tests: a real collector process on a free port with its own
+// temporary data folder, and headless Chromium from the system (never a downloaded one).
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, mkdir, rm } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+export const repoRoot = resolve(import.meta.dirname, '..', '..');
+export const artifactsDir = process.env.EBB_TEST_ARTIFACTS ?? join(repoRoot, 'test-artifacts');
+
+const collectorBin =
+  process.env.EBB_COLLECTOR_BIN ?? join(repoRoot, 'target', 'debug', 'ebb-collector');
+
+/** Starts a collector; resolves once it printed its address. */
+export async function startCollector() {
+  const dataDir = await mkdtemp(join(tmpdir(), 'ebb-e2e-'));
+  const adminToken = `ebb_admin_${randomBytes(16).toString('hex')}`;
+  const child = spawn(collectorBin, [], {
+    env: {
+      PATH: process.env.PATH,
+      EBB_LISTEN: '127.0.0.1:0',
+      EBB_DATA_DIR: dataDir,
+      EBB_WWW_DIR: join(repoRoot, 'www'),
+      EBB_ADMIN_TOKEN: adminToken,
+      EBB_LOG: 'info',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stderr.pipe(createWriteStream(join(dataDir, 'collector.log')));
+
+  const lines = createInterface({ input: child.stdout });
+  const base = await new Promise((resolveBase, reject) => {
+    const timer = setTimeout(() => reject(new Error('the collector did not start in 30 s')), 30_000);
+    child.once('exit', (code) => reject(new Error(`the collector exited with ${code}`)));
+    lines.on('line', (line) => {
+      const match = line.match(/listening on (http:\/\/\S+)/);
+      if (match) {
+        clearTimeout(timer);
+        resolveBase(match[1]);
+      }
+    });
+  });
+
+  return {
+    base,
+    adminToken,
+    async admin(path) {
+      const response = await fetch(base + path, {
+        headers: { Authorization: `Bearer ${adminToken}` },
+      });
+      return { status: response.status, body: await response.json() };
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((done) => child.once('exit', done));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Headless Chromium from the system package. */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.EBB_CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-dev-shm-usage',
+    ],
+  });
+}
+
+/** Saves a screenshot of the page under the artifacts folder; returns its path. */
+export async function screenshot(page, name) {
+  await mkdir(artifactsDir, { recursive: true });
+  const path = join(artifactsDir, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
+
+/** Collects errors thrown in the page, so that a test can assert there were none. */
+export function watchPageErrors(page) {
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  return errors;
+}
