@@ -6,10 +6,13 @@ use common::Collector;
 use serde_json::json;
 
 fn banner_value(banner: &[String], label: &str) -> String {
-    let line = banner.iter().find(|line| line.contains(label)).unwrap();
+    let line = banner
+        .iter()
+        .find(|line| line.contains(label))
+        .expect("the banner has the line");
     line.split_whitespace()
         .find(|word| word.starts_with("wk_") || word.starts_with("ebb_admin_"))
-        .unwrap()
+        .expect("the line shows the secret")
         .to_owned()
 }
 

@@ -167,8 +167,7 @@ fn deeply_nested_json_in_a_message_is_refused_not_overflowed() {
 
     let error = envelope
         .message(0)
-        .err()
-        .expect("nesting past the limit is refused");
+        .expect_err("nesting past the limit is refused");
 
     assert_eq!(error.code(), "invalid_field");
     assert!(envelope.message(1).is_ok());

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds the browser SDK into www/sdk/: the wasm module, its wasm-bindgen glue, and the
+# JavaScript entry with its TypeScript types.
+#
+#   cargo (wasm profile) -> wasm-bindgen --target web -> wasm-opt -Oz -> copy js/ entry
+#
+# Expects what scripts/setup.sh installs: the wasm32-unknown-unknown target, the
+# wasm-bindgen CLI of the version pinned in Cargo.lock, and `npm ci` (binaryen's wasm-opt).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+out="www/sdk"
+wasm_in="target/wasm32-unknown-unknown/wasm/ebb_sdk.wasm"
+wasm_out="$out/ebb_sdk_bg.wasm"
+wasm_opt="node_modules/.bin/wasm-opt"
+
+# The features rustc emits for wasm32-unknown-unknown (see the module's target_features
+# section). They are named one by one: binaryen's `-all` also enables features that
+# Chromium rejects at load time.
+features=(
+  bulk-memory
+  bulk-memory-opt
+  call-indirect-overlong
+  multivalue
+  mutable-globals
+  nontrapping-float-to-int
+  reference-types
+  sign-ext
+)
+
+die() {
+  echo "build-sdk: $*" >&2
+  exit 1
+}
+
+# --- tools -------------------------------------------------------------------------------
+
+want_bindgen="$(
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock
+)"
+[[ -n "$want_bindgen" ]] || die "cannot find the wasm-bindgen version in Cargo.lock"
+command -v wasm-bindgen >/dev/null ||
+  die "wasm-bindgen is missing: cargo install wasm-bindgen-cli --version =$want_bindgen"
+have_bindgen="$(wasm-bindgen --version | awk '{ print $2 }')"
+[[ "$have_bindgen" == "$want_bindgen" ]] ||
+  die "wasm-bindgen $have_bindgen found, $want_bindgen needed (the crate's, in Cargo.lock):" \
+    "cargo install wasm-bindgen-cli --version =$want_bindgen"
+
+want_binaryen="$(node -p 'require("./package.json").devDependencies.binaryen.split(".")[0]')"
+[[ -x "$wasm_opt" ]] || die "$wasm_opt is missing: run npm ci at the repository root"
+have_binaryen="$("$wasm_opt" --version | sed -n 's/^wasm-opt version \([0-9]*\).*/\1/p')"
+[[ "$have_binaryen" == "$want_binaryen" ]] ||
+  die "wasm-opt version ${have_binaryen:-unknown} found, $want_binaryen needed: run npm ci"
+
+# --- build -------------------------------------------------------------------------------
+
+cargo build -p ebb-sdk --target wasm32-unknown-unknown --profile wasm
+
+# A newer rustc may emit features the list above lacks; wasm-opt would then refuse or
+# miscompile the module, so say so plainly instead.
+emitted="$(node --input-type=module - "$wasm_in" <<'JS'
+import { readFileSync } from "node:fs";
+
+// The target_features section: a count, then per feature a prefix byte and a name.
+const module = new WebAssembly.Module(readFileSync(process.argv[2]));
+const [section] = WebAssembly.Module.customSections(module, "target_features");
+const bytes = new Uint8Array(section ?? []);
+let at = 0;
+const leb = () => {
+  let value = 0;
+  let shift = 0;
+  let byte;
+  do {
+    byte = bytes[at++];
+    value |= (byte & 127) << shift;
+    shift += 7;
+  } while (byte & 128);
+  return value;
+};
+
+const names = [];
+for (let count = bytes.length ? leb() : 0; count > 0; count--) {
+  const prefix = String.fromCharCode(bytes[at++]);
+  const length = leb();
+  const name = new TextDecoder().decode(bytes.subarray(at, at + length));
+  at += length;
+  if (prefix !== "+") continue;
+  // LLVM and binaryen name one feature differently.
+  names.push(name === "nontrapping-fptoint" ? "nontrapping-float-to-int" : name);
+}
+console.log(names.sort().join(" "));
+JS
+)"
+[[ "$emitted" == "${features[*]}" ]] ||
+  die "rustc emitted the wasm features [$emitted] but this script enables" \
+    "[${features[*]}]: update the list"
+
+rm -rf "$out"
+wasm-bindgen --target web --out-dir "$out" "$wasm_in"
+
+enable=("${features[@]/#/--enable-}")
+"$wasm_opt" -Oz "${enable[@]}" --strip-debug --strip-producers "$wasm_out" -o "$wasm_out"
+
+cp sdk-wasm/js/index.js sdk-wasm/js/index.d.ts "$out/"
+
+raw="$(wc -c <"$wasm_out")"
+gz="$(gzip -9 -c "$wasm_out" | wc -c)"
+echo "build-sdk: $wasm_out: $raw bytes, $gz bytes gzipped"
