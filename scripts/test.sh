@@ -14,16 +14,26 @@ step() { printf '\n==> %s (%ds)\n' "$*" "$((SECONDS - start))"; }
 step "setting up"
 bash scripts/setup.sh --browser
 
+# The collector's tests run once more against PostgreSQL, each in a database of its own
+# that it creates and drops; they fail when the server cannot be reached.
+postgres_server="${EBB_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
 step "building the SDK"
 bash scripts/build-sdk.sh
 
 step "checking formatting and lints"
 cargo fmt --all -- --check
+# The shared query file is compiled through include!, which cargo fmt does not follow.
+rustfmt --edition 2021 --check collector/src/store/backend.rs
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy -p ebb-sdk --target wasm32-unknown-unknown --quiet -- -D warnings
 
-step "Rust tests"
+step "Rust tests (collector on SQLite)"
 cargo test --workspace
+
+step "collector tests on PostgreSQL ($postgres_server)"
+EBB_TEST_BACKEND=postgres EBB_TEST_POSTGRES_URL="$postgres_server" \
+  cargo test -p ebb-collector --tests
 
 step "browser tests"
 cargo build -p ebb-collector --quiet

@@ -9,6 +9,7 @@ use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpRequest};
 use base64::Engine as _;
 use futures_util::future::LocalBoxFuture;
+use hmac::{Hmac, Mac as _};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -39,6 +40,20 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Checks an identity-verification hash: `hash` must be the hex HMAC-SHA256 of `user_id`
+/// under the environment's `secret`. The comparison takes the same time wherever the
+/// bytes differ.
+pub fn user_hash_is_valid(secret: &str, user_id: &str, hash: &str) -> bool {
+    let Ok(expected) = hex::decode(hash.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(user_id.as_bytes());
+    mac.verify_slice(&expected).is_ok()
+}
+
 /// A caller that presented a valid admin token.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -46,6 +61,11 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Whether the token may act on every environment (and so create environments).
+    pub fn is_global(&self) -> bool {
+        self.scope == TokenScope::All
+    }
+
     /// Checks that the token may act on `environment`.
     ///
     /// # Errors
@@ -122,6 +142,20 @@ mod tests {
         for value in ["Basic", "Basic !!!", "Bearer d2tfMTIzOg==", "Basic Og=="] {
             assert_eq!(basic_write_key(&headers(value)), None, "{value}");
         }
+    }
+
+    #[test]
+    fn user_hashes_are_checked_against_the_secret() {
+        // The published HMAC-SHA256 test vector: key "key", this message.
+        let user_id = "The quick brown fox jumps over the lazy dog";
+        let hash = "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
+
+        assert!(user_hash_is_valid("key", user_id, hash));
+        assert!(user_hash_is_valid("key", user_id, &hash.to_uppercase()));
+        assert!(!user_hash_is_valid("key", "another user", hash));
+        assert!(!user_hash_is_valid("other key", user_id, hash));
+        assert!(!user_hash_is_valid("key", user_id, &hash[..62]));
+        assert!(!user_hash_is_valid("key", user_id, "not hex"));
     }
 
     #[test]

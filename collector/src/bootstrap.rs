@@ -14,7 +14,7 @@ use anyhow::Context as _;
 
 use crate::auth::token_hash;
 use crate::config::Config;
-use crate::store::{Environment, EnvironmentId, Store, TokenScope};
+use crate::store::{Environment, Store, TokenScope};
 
 const DEFAULT_ENVIRONMENT_SETTING: &str = "default_environment";
 const DEFAULT_ENVIRONMENT_NAME: &str = "default";
@@ -72,25 +72,34 @@ pub async fn run(store: &Store, config: &Config) -> anyhow::Result<Bootstrapped>
 
 async fn default_environment(store: &Store, config: &Config) -> anyhow::Result<Environment> {
     if let Some(id) = store.instance_setting(DEFAULT_ENVIRONMENT_SETTING).await? {
-        let id = EnvironmentId::from_stored(id);
-        return store
-            .environment(&id)
-            .await?
-            .context("the default environment was deleted");
+        let found = store.find_environment(&id).await?;
+        return found.context("the default environment was deleted");
     }
 
     let write_key = match &config.write_key {
         Some(key) => key.clone(),
         None => generate_secret("wk_"),
     };
-    let environment = store
+    let created = store
         .create_environment(
             DEFAULT_ENVIRONMENT_NAME,
             &write_key,
             Some(DEFAULT_ENVIRONMENT_SETTING),
         )
-        .await
-        .context("while creating the default environment")?;
+        .await;
+    let environment = match created {
+        Ok(environment) => environment,
+        // Another collector on the same database created it at the same moment.
+        Err(_)
+            if store
+                .instance_setting(DEFAULT_ENVIRONMENT_SETTING)
+                .await?
+                .is_some() =>
+        {
+            return Box::pin(default_environment(store, config)).await;
+        }
+        Err(error) => return Err(error).context("while creating the default environment"),
+    };
     tracing::info!(env.id = %environment.id, "created the default environment");
     Ok(environment)
 }

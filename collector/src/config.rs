@@ -26,16 +26,17 @@ pub enum LogFormat {
     about = "Ebb's collector: consent-first user data in, on-schedule deletion out"
 )]
 pub struct Config {
-    /// Address to listen on; port 0 picks a free port (printed at start-up).
+    /// Address to listen on (IP:port); port 0 picks a free port (printed at start-up).
     #[arg(long, env = "EBB_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: String,
+    pub listen: std::net::SocketAddr,
 
     /// Folder for the embedded database and the generated admin token.
     #[arg(long, env = "EBB_DATA_DIR", default_value = "ebb-data")]
     pub data_dir: PathBuf,
 
-    /// Database to use; defaults to the SQLite file `ebb.db` in the data folder.
-    #[arg(long, env = "EBB_DATABASE_URL", hide_env_values = true)]
+    /// Database to use: `sqlite://PATH` or `postgres://…`; defaults to the SQLite file
+    /// `ebb.db` in the data folder.
+    #[arg(long, env = "EBB_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
     pub database_url: Option<String>,
 
     /// Write key of the default environment, used when that environment is first created.
@@ -49,6 +50,10 @@ pub struct Config {
     /// Folder with the demo site, the admin console and the built SDK.
     #[arg(long, env = "EBB_WWW_DIR", default_value = "www")]
     pub www_dir: PathBuf,
+
+    /// Ingest requests per second allowed per write key; 0 turns the limit off.
+    #[arg(long, env = "EBB_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
 
     /// Log line format.
     #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value = "text")]
@@ -75,8 +80,18 @@ impl fmt::Debug for Config {
             .field("write_key", &redact(self.write_key.is_some()))
             .field("admin_token", &redact(self.admin_token.is_some()))
             .field("www_dir", &self.www_dir)
+            .field("rate_limit", &self.rate_limit)
             .field("log_format", &self.log_format)
             .finish()
+    }
+}
+
+fn parse_database_url(url: &str) -> Result<String, String> {
+    let known = ["sqlite:", "postgres://", "postgresql://"];
+    if known.iter().any(|prefix| url.starts_with(prefix)) {
+        Ok(url.to_owned())
+    } else {
+        Err("EBB_DATABASE_URL must start with sqlite:, postgres:// or postgresql://".into())
     }
 }
 
@@ -109,6 +124,23 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} leaked into {shown}");
         }
         assert!(shown.contains("@db/ebb"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_message_naming_them() {
+        let cases = [
+            (vec!["--listen=localhost"], "--listen"),
+            (vec!["--database-url=mysql://db/ebb"], "EBB_DATABASE_URL"),
+            (vec!["--rate-limit=-5"], "--rate-limit"),
+            (vec!["--log-format=xml"], "--log-format"),
+        ];
+
+        for (args, named) in cases {
+            let error = Config::try_parse_from(["ebb-collector"].into_iter().chain(args.clone()))
+                .expect_err("the setting is invalid");
+
+            assert!(error.to_string().contains(named), "{args:?}: {error}");
+        }
     }
 
     #[test]

@@ -48,6 +48,29 @@ pub enum ApiError {
     /// No message of the request could be stored.
     #[error("no message was stored: {}", .0.first().map_or("", |r| r.message.as_str()))]
     AllRejected(Vec<Rejection>),
+    /// Some messages were refused; all the others are stored.
+    #[error("{} of {} messages were refused; the other {accepted} are stored", rejected.len(), rejected.len() + accepted)]
+    PartiallyRejected {
+        /// How many messages were stored (or were already stored).
+        accepted: usize,
+        /// The refused ones.
+        rejected: Vec<Rejection>,
+    },
+    /// A browser origin the environment does not allow.
+    #[error("this environment does not accept data from the origin `{0}`")]
+    OriginNotAllowed(String),
+    /// The write key sent more requests than its rate limit allows.
+    #[error("too many requests for this write key; retry after {retry_after} s")]
+    RateLimited {
+        /// Seconds until a request will be accepted again.
+        retry_after: u64,
+    },
+    /// The request conflicts with what is stored (a name already taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// A request body or parameter that is not valid for the route.
+    #[error("{0}")]
+    InvalidRequest(String),
     /// A named environment does not exist.
     #[error("no environment is named `{0}`")]
     EnvironmentNotFound(String),
@@ -79,6 +102,11 @@ impl ApiError {
             Self::UnreadableBody(_) => "unreadable_body",
             Self::EmptyBatch => "empty_batch",
             Self::AllRejected(_) => "all_messages_rejected",
+            Self::PartiallyRejected { .. } => "messages_rejected",
+            Self::OriginNotAllowed(_) => "origin_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Conflict(_) => "conflict",
+            Self::InvalidRequest(_) => "invalid_request",
             Self::EnvironmentNotFound(_) => "environment_not_found",
             Self::UserNotFound => "user_not_found",
             Self::InvalidQuery(_) => "invalid_query",
@@ -98,6 +126,7 @@ impl From<sqlx::Error> for ApiError {
 struct RejectedBody<'a> {
     #[serde(flatten)]
     error: ErrorBody,
+    accepted: usize,
     rejected: &'a [Rejection],
 }
 
@@ -108,11 +137,15 @@ impl ResponseError for ApiError {
             | Self::InvalidWriteKey
             | Self::MissingAdminToken
             | Self::InvalidAdminToken => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Decode(_)
             | Self::UnreadableBody(_)
             | Self::EmptyBatch
             | Self::AllRejected(_)
+            | Self::PartiallyRejected { .. }
+            | Self::InvalidRequest(_)
             | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::EnvironmentNotFound(_) | Self::UserNotFound | Self::NotFound => {
@@ -137,11 +170,26 @@ impl ResponseError for ApiError {
         };
 
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, Self::MissingAdminToken | Self::InvalidAdminToken) {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            Self::MissingAdminToken | Self::InvalidAdminToken => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            Self::RateLimited { retry_after } => {
+                response.insert_header(("Retry-After", retry_after.to_string()));
+            }
+            _ => {}
         }
         match self {
-            Self::AllRejected(rejected) => response.json(RejectedBody { error, rejected }),
+            Self::AllRejected(rejected) => response.json(RejectedBody {
+                error,
+                accepted: 0,
+                rejected,
+            }),
+            Self::PartiallyRejected { accepted, rejected } => response.json(RejectedBody {
+                error,
+                accepted: *accepted,
+                rejected,
+            }),
             _ => response.json(error),
         }
     }

@@ -1,38 +1,53 @@
 //! The Tracking API: `/v1/batch` and its aliases, and one route per message type.
 //!
-//! A request is read (decompressed, bounded), authenticated by its write key, split into
-//! messages, and every valid message is stored in one transaction before the answer goes
-//! out. Invalid messages are listed in the answer by index and reason; their valid siblings
-//! are stored. The answer stays 200 in that case because the client must not retry: a
-//! retry would fail the same way, while the stored messages are already safe.
+//! A request is read (decompressed, bounded), authenticated by its write key, checked
+//! against the environment's browser origins and the rate limit, and split into messages.
+//! Each message is validated on its own; the valid ones are handed to the group committer
+//! and the answer goes out only after their transaction committed.
+//!
+//! When some messages are refused, the others are still stored and the answer is
+//! `400 messages_rejected`, listing each refused message by index and reason. A 4xx because
+//! no client retries one (Segment's libraries and Ebb's SDK retry only 429 and 5xx): a
+//! retry would fail the same way and resend what is already stored. And an error status,
+//! unlike a 200, shows up in the sending library's logs, where the developer can see it.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
 
 use actix_web::dev::Decompress;
+use actix_web::http::header::ORIGIN;
+use actix_web::http::Method;
 use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::Utc;
 use ebb_protocol::decode::{decode_batch, decode_single, event_time, Envelope};
-use ebb_protocol::{MessageType, Rejection, SuccessBody, MAX_BATCH_BYTES};
+use ebb_protocol::{Message, MessageType, Rejection, SuccessBody, MAX_BATCH_BYTES};
 use futures_util::StreamExt as _;
+use serde_json::Value;
 
-use crate::auth::basic_write_key;
+use crate::auth::{basic_write_key, user_hash_is_valid};
 use crate::error::{ApiError, Result};
+use crate::metrics;
 use crate::server::AppState;
-use crate::store::Accepted;
+use crate::store::{Accepted, Environment, WriteBatch};
 
-/// Registers the ingest routes.
+const BATCH_ROUTES: [&str; 3] = ["/v1/batch", "/v1/import", "/v1/b"];
+
+const SINGLE_ROUTES: [(&str, MessageType); 6] = [
+    ("/v1/identify", MessageType::Identify),
+    ("/v1/track", MessageType::Track),
+    ("/v1/page", MessageType::Page),
+    ("/v1/screen", MessageType::Screen),
+    ("/v1/group", MessageType::Group),
+    ("/v1/alias", MessageType::Alias),
+];
+
+/// Registers the ingest routes, each with its CORS preflight.
 pub fn routes(config: &mut web::ServiceConfig) {
-    for path in ["/v1/batch", "/v1/import", "/v1/b"] {
+    for path in BATCH_ROUTES {
         config.route(path, web::post().to(batch));
     }
-    let singles = [
-        ("/v1/identify", MessageType::Identify),
-        ("/v1/track", MessageType::Track),
-        ("/v1/page", MessageType::Page),
-        ("/v1/screen", MessageType::Screen),
-        ("/v1/group", MessageType::Group),
-        ("/v1/alias", MessageType::Alias),
-    ];
-    for (path, kind) in singles {
+    for (path, kind) in SINGLE_ROUTES {
         config.route(
             path,
             web::post().to(
@@ -43,6 +58,26 @@ pub fn routes(config: &mut web::ServiceConfig) {
             ),
         );
     }
+    for path in BATCH_ROUTES
+        .into_iter()
+        .chain(SINGLE_ROUTES.map(|(path, _)| path))
+    {
+        config.route(path, web::method(Method::OPTIONS).to(preflight));
+    }
+}
+
+/// Answers a CORS preflight. It cannot know the environment (a preflight carries no write
+/// key), so it admits every origin; the request itself is then checked against the
+/// environment's allow-list.
+async fn preflight() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header(("Access-Control-Allow-Methods", "POST, OPTIONS"))
+        .insert_header((
+            "Access-Control-Allow-Headers",
+            "Authorization, Content-Type, Content-Encoding",
+        ))
+        .insert_header(("Access-Control-Max-Age", "86400"))
+        .finish()
 }
 
 async fn batch(
@@ -80,46 +115,171 @@ async fn ingest(req: &HttpRequest, state: &AppState, envelope: Envelope) -> Resu
         .or_else(|| envelope.write_key.clone())
         .ok_or(ApiError::MissingWriteKey)?;
     let Some(environment) = state.store.environment_for_write_key(&write_key).await? else {
-        tracing::warn!("ingest with an unknown write key");
+        tracing::warn!(http.route = %req.path(), "ingest with an unknown write key");
         return Err(ApiError::InvalidWriteKey);
     };
+    check_origin(req, &environment)?;
+    if let Some(limit) = &state.rate_limit {
+        limit.check(&write_key)?;
+    }
 
     if envelope.items.is_empty() {
         return Err(ApiError::EmptyBatch);
     }
+    let sent_gpc = req
+        .headers()
+        .get("sec-gpc")
+        .is_some_and(|value| value.as_bytes() == b"1");
+    let peer_ip = environment
+        .store_ip
+        .then(|| req.peer_addr().map(|address| address.ip()))
+        .flatten();
     let mut accepted = Vec::with_capacity(envelope.items.len());
     let mut rejected = Vec::new();
+    let mut message_ids = HashSet::with_capacity(envelope.items.len());
     for index in 0..envelope.items.len() {
-        match envelope.message(index) {
-            Ok(message) => {
+        let checked = envelope
+            .message(index)
+            .map_err(|error| (error.code(), error.to_string()))
+            .and_then(|message| verify_identity(&environment, message))
+            .and_then(|message| first_in_batch(&mut message_ids, message));
+        match checked {
+            Ok(mut message) => {
+                prepare_context(&mut message, &environment, sent_gpc, peer_ip);
                 let time = event_time(&message, received_at);
                 accepted.push(Accepted { message, time });
             }
-            Err(error) => rejected.push(Rejection {
-                index,
-                error: error.code().to_owned(),
-                message: error.to_string(),
-            }),
+            Err((code, message)) => {
+                rejected.push(Rejection {
+                    index,
+                    error: code.to_owned(),
+                    message,
+                });
+            }
         }
     }
+    let reasons: Vec<&str> = rejected
+        .iter()
+        .map(|rejection| rejection.error.as_str())
+        .collect();
     if accepted.is_empty() {
-        tracing::warn!(env.id = %environment, message.rejected = rejected.len(), "batch refused");
+        metrics::record_ingest(envelope.items.len(), 0, 0, &reasons);
+        tracing::warn!(env.id = %environment.id, message.rejected = rejected.len(), "batch refused");
         return Err(ApiError::AllRejected(rejected));
     }
 
-    state
-        .store
-        .store_messages(&environment, &accepted, received_at)
-        .await?;
+    let count = accepted.len();
+    let batch = WriteBatch {
+        environment: environment.id.clone(),
+        messages: accepted,
+        received_at,
+    };
+    let report = state.writer.write(batch).await?;
 
-    tracing::debug!(
-        env.id = %environment,
-        message.accepted = accepted.len(),
-        message.rejected = rejected.len(),
-        "batch stored"
+    metrics::record_ingest(
+        envelope.items.len(),
+        report.stored,
+        report.duplicates,
+        &reasons,
     );
-    Ok(HttpResponse::Ok().json(SuccessBody {
-        success: true,
-        rejected,
-    }))
+    tracing::debug!(
+        env.id = %environment.id,
+        message.stored = report.stored,
+        message.duplicates = report.duplicates,
+        message.rejected = rejected.len(),
+        "batch committed"
+    );
+    if rejected.is_empty() {
+        Ok(HttpResponse::Ok().json(SuccessBody {
+            success: true,
+            rejected,
+        }))
+    } else {
+        Err(ApiError::PartiallyRejected {
+            accepted: count,
+            rejected,
+        })
+    }
+}
+
+/// Refuses a second message with a message id already used earlier in the same batch: a
+/// client bug (ids must be unique), and storing either silently would hide it.
+fn first_in_batch(
+    seen: &mut HashSet<String>,
+    message: Message,
+) -> std::result::Result<Message, (&'static str, String)> {
+    match &message.message_id {
+        Some(id) if !seen.insert(id.as_str().to_owned()) => Err((
+            "duplicate_message_id",
+            format!("the message id `{id}` appears earlier in this batch"),
+        )),
+        _ => Ok(message),
+    }
+}
+
+/// Refuses a browser request from an origin the environment's allow-list leaves out.
+fn check_origin(req: &HttpRequest, environment: &Environment) -> Result<()> {
+    let Some(origin) = req
+        .headers()
+        .get(ORIGIN)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let allowed = &environment.allowed_origins;
+    if allowed.is_empty() || allowed.iter().any(|entry| entry == "*" || entry == origin) {
+        return Ok(());
+    }
+    tracing::warn!(env.id = %environment.id, "request from an origin not allowed");
+    Err(ApiError::OriginNotAllowed(origin.to_owned()))
+}
+
+/// With identity verification on, a message naming a user must prove it with
+/// `context.userHash`, the HMAC-SHA256 of the user id under the environment's secret.
+fn verify_identity(
+    environment: &Environment,
+    message: Message,
+) -> std::result::Result<Message, (&'static str, String)> {
+    let (Some(secret), Some(user_id)) = (&environment.identity_secret, &message.user_id) else {
+        return Ok(message);
+    };
+    match message.context.get("userHash").and_then(Value::as_str) {
+        None => Err((
+            "missing_user_hash",
+            "identity verification is on: send `context.userHash` with every `userId`".into(),
+        )),
+        Some(hash) if !user_hash_is_valid(secret, user_id.as_str(), hash) => Err((
+            "invalid_user_hash",
+            "`context.userHash` is not the HMAC-SHA256 of `userId` under this environment's secret"
+                .into(),
+        )),
+        Some(_) => Ok(message),
+    }
+}
+
+/// Shapes the context for storage: traits move to the message (identify) or go (they live
+/// on the user), the user hash goes, the IP address stays only where the environment opted
+/// in, and a `Sec-GPC: 1` header becomes `context.gpc`.
+fn prepare_context(
+    message: &mut Message,
+    environment: &Environment,
+    sent_gpc: bool,
+    peer_ip: Option<IpAddr>,
+) {
+    let context = &mut message.context;
+
+    if let Some(Value::Object(traits)) = context.remove("traits") {
+        if message.kind == MessageType::Identify && message.traits.is_none() {
+            message.traits = Some(traits);
+        }
+    }
+    context.remove("userHash");
+    if !environment.store_ip {
+        context.remove("ip");
+    } else if let (false, Some(ip)) = (context.contains_key("ip"), peer_ip) {
+        context.insert("ip".into(), Value::String(ip.to_string()));
+    }
+    if sent_gpc && !context.contains_key("gpc") {
+        context.insert("gpc".into(), Value::Bool(true));
+    }
 }

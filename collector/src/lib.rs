@@ -29,5 +29,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
+pub mod rate_limit;
 pub mod server;
 pub mod store;

@@ -1,39 +1,54 @@
-//! Wiring the HTTP server: shared state, routes, static files, the start-up banner.
+//! Wiring the HTTP server: shared state, routes, middleware, static files, the banner.
 
 use std::fs;
 use std::io::Write as _;
+use std::num::NonZeroU32;
 
 use actix_files::Files;
-use actix_web::dev::{fn_service, ServiceRequest, ServiceResponse};
+use actix_web::body::MessageBody;
+use actix_web::dev::{fn_service, Service as _, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue, ORIGIN};
 use actix_web::{web, App, HttpResponse, HttpServer, ResponseError as _};
 use anyhow::Context as _;
+use futures_util::future::FutureExt as _;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::bootstrap::{self, Bootstrapped};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::rate_limit::RateLimit;
+use crate::store::writer::Writer;
 use crate::store::{EnvironmentId, Store};
-use crate::{admin, ingest};
+use crate::{admin, ingest, metrics};
 
 /// What every request handler shares.
 #[derive(Debug)]
 pub struct AppState {
-    /// The database.
+    /// The database, for reads and admin writes.
     pub store: Store,
+    /// The group committer, for ingest writes.
+    pub writer: Writer,
     /// The environment used when a request names none.
     pub default_environment: EnvironmentId,
     /// The default environment's write key, handed to the demo page.
     pub demo_write_key: String,
+    /// The per-write-key ingest limit, when one is configured.
+    pub rate_limit: Option<RateLimit>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
 }
 
 /// Opens the database, makes sure the default environment exists, and serves until a
-/// shutdown signal (SIGINT, SIGTERM) arrives; in-flight requests are finished first.
+/// shutdown signal (SIGINT, SIGTERM) arrives. In-flight requests are finished and the group
+/// committer drains before the process exits, so every acknowledged message is stored.
 ///
 /// # Errors
 ///
 /// When the database cannot be opened or migrated, or the address cannot be bound.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(config = ?config, "starting");
+    let metrics = metrics::install()?;
     fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "while creating the data folder {}",
@@ -46,26 +61,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let store = Store::open(&config.database_url()).await?;
     let boot = bootstrap::run(&store, &config).await?;
+    let (writer, committer) = Writer::start(store.clone());
     let state = web::Data::new(AppState {
         store: store.clone(),
+        writer,
         default_environment: boot.environment.id.clone(),
         demo_write_key: boot.write_key.clone(),
+        rate_limit: NonZeroU32::new(config.rate_limit).map(RateLimit::new),
+        metrics,
     });
 
     let www_dir = config.www_dir.clone();
+    let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(app_state.clone())
             .app_data(
                 web::QueryConfig::default()
                     .error_handler(|error, _| ApiError::InvalidQuery(error.to_string()).into()),
             )
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(64 * 1024)
+                    .error_handler(|error, _| {
+                        ApiError::InvalidRequest(format!("the body is not valid: {error}")).into()
+                    }),
+            )
+            .wrap_fn(|req, service| {
+                let observed = observe(&req);
+                service
+                    .call(req)
+                    .map(move |response| response.map(|r| observed.finish(r)))
+            })
             .configure(ingest::routes)
             .configure(admin::routes)
-            .route(
-                "/healthz",
-                web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
-            )
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(render_metrics))
             .route("/demo/config.json", web::get().to(demo_config))
             .service(
                 Files::new("/", &www_dir)
@@ -78,7 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     })),
             )
     })
-    .bind(&config.listen)
+    .bind(config.listen)
     .with_context(|| format!("while binding {}", config.listen))?
     .shutdown_timeout(30);
 
@@ -88,12 +120,81 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .copied()
         .context("the server bound no address")?;
     print_banner(&format!("http://{address}"), &boot);
-    tracing::info!(http.address = %address, "listening");
+    tracing::info!(http.address = %address, db.backend = store.backend_name(), "listening");
 
     server.run().await.context("while serving")?;
+    drop(state);
+    committer
+        .await
+        .context("while draining the group committer")?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the middleware notes of a request before it runs.
+struct Observed {
+    route: String,
+    origin: Option<HeaderValue>,
+}
+
+fn observe(req: &ServiceRequest) -> Observed {
+    let route = req.match_pattern().unwrap_or_else(|| "static".to_owned());
+    let origin = req
+        .path()
+        .starts_with("/v1/")
+        .then(|| req.headers().get(ORIGIN).cloned())
+        .flatten();
+    Observed { route, origin }
+}
+
+impl Observed {
+    /// Counts the request, and on the ingest API lets the calling origin read the answer,
+    /// unless the environment refused that origin.
+    fn finish<B: MessageBody>(self, mut response: ServiceResponse<B>) -> ServiceResponse<B> {
+        metrics::record_request(&self.route, response.status().as_u16());
+
+        let refused = response
+            .response()
+            .error()
+            .and_then(|error| error.as_error::<ApiError>())
+            .is_some_and(|error| matches!(error, ApiError::OriginNotAllowed(_)));
+        if let (Some(origin), false) = (self.origin, refused) {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("Retry-After"),
+            );
+        }
+        response
+    }
+}
+
+/// `GET /healthz`: the process serves.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the database answers.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.ping().await {
+        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Err(error) => {
+            tracing::warn!(error = %error, "readiness check failed");
+            HttpResponse::ServiceUnavailable()
+                .json(json!({ "status": "unavailable", "reason": "the database does not answer" }))
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
+    metrics::record_pool(state.store.pool_use());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }
 
 /// `GET /demo/config.json`: what the demo page needs to load the SDK.

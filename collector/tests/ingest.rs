@@ -103,7 +103,9 @@ async fn invalid_messages_are_listed_and_their_siblings_stored() {
         .await;
     let (_, user) = collector.user("ada").await;
 
-    assert_eq!(status, 200);
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "messages_rejected");
+    assert_eq!(body["accepted"], 1);
     let codes: Vec<_> = body["rejected"]
         .as_array()
         .unwrap()

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Collector;
+use common::{Collector, TestDb};
 use serde_json::json;
 
 fn banner_value(banner: &[String], label: &str) -> String {
@@ -19,12 +19,13 @@ fn banner_value(banner: &[String], label: &str) -> String {
 #[tokio::test]
 async fn generated_write_key_and_admin_token_survive_a_restart() {
     let temp = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
 
-    let mut first = Collector::start_in(temp.path(), &[]);
+    let mut first = Collector::start_in(temp.path(), &db, &[]);
     let write_key = banner_value(&first.banner, "write key");
     let token = banner_value(&first.banner, "admin token");
     first.kill();
-    let second = Collector::start_in(temp.path(), &[]);
+    let second = Collector::start_in(temp.path(), &db, &[]);
     let response = second
         .http
         .post(second.url("/v1/identify"))
@@ -63,8 +64,9 @@ async fn configured_secrets_are_used_and_no_token_is_generated() {
 async fn the_generated_admin_token_file_is_private() {
     use std::os::unix::fs::PermissionsExt as _;
     let temp = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
 
-    let _collector = Collector::start_in(temp.path(), &[]);
+    let _collector = Collector::start_in(temp.path(), &db, &[]);
     let mode = std::fs::metadata(temp.path().join("admin-token"))
         .unwrap()
         .permissions()

@@ -1,6 +1,7 @@
--- Ebb's first schema. Every table that holds user data keys on environment_id first, so
--- that a distributed PostgreSQL can shard by environment without a schema change.
--- Times are UTC RFC 3339 text with microseconds and a `Z`, so text order is time order.
+-- Ebb's schema on SQLite. Every table that holds user data keys on environment_id first,
+-- so that a distributed PostgreSQL can shard by environment without a schema change; the
+-- PostgreSQL schema in migrations/postgres mirrors this one column for column.
+-- Times are stored by sqlx as RFC 3339 text in UTC, JSON as text.
 
 CREATE TABLE instance_settings (
     key   TEXT PRIMARY KEY NOT NULL,
@@ -8,9 +9,15 @@ CREATE TABLE instance_settings (
 );
 
 CREATE TABLE environments (
-    id         TEXT PRIMARY KEY NOT NULL,
-    name       TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL
+    id              TEXT PRIMARY KEY NOT NULL,
+    name            TEXT NOT NULL UNIQUE,
+    created_at      TEXT NOT NULL,
+    -- Secret for identity verification (HMAC-SHA256 of the user id); NULL when off.
+    identity_secret TEXT,
+    -- JSON array of origins allowed to send from a browser; empty means any.
+    allowed_origins TEXT NOT NULL DEFAULT '[]',
+    -- Whether the client's IP address is kept in stored context.
+    store_ip        INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE write_keys (
@@ -36,10 +43,16 @@ CREATE TABLE users (
     id             TEXT NOT NULL,
     user_id        TEXT,
     traits         TEXT NOT NULL DEFAULT '{}',
+    -- The latest context.consent.categoryPreferences seen, and when it changed.
+    consent        TEXT,
+    consent_at     TEXT,
+    -- The latest Global Privacy Control signal seen (header or context); NULL if never.
+    gpc            INTEGER,
     first_seen     TEXT NOT NULL,
     last_seen      TEXT NOT NULL,
     PRIMARY KEY (environment_id, id)
 );
+CREATE INDEX users_by_last_seen ON users (environment_id, last_seen);
 
 -- Every id a user is known by: their user id and each anonymous id.
 CREATE TABLE identities (
@@ -53,8 +66,15 @@ CREATE TABLE identities (
 );
 CREATE INDEX identities_by_user ON identities (environment_id, user_key);
 
--- Activity (track, page, screen, group, alias), keyed by the client's message id so that a
--- retried batch stores nothing twice.
+-- Every message id accepted, of every type, so that a retried batch stores nothing twice.
+CREATE TABLE message_ids (
+    environment_id TEXT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+    message_id     TEXT NOT NULL,
+    received_at    TEXT NOT NULL,
+    PRIMARY KEY (environment_id, message_id)
+);
+
+-- Activity: track, page, screen, group, alias.
 CREATE TABLE events (
     environment_id TEXT NOT NULL,
     message_id     TEXT NOT NULL,
@@ -71,3 +91,32 @@ CREATE TABLE events (
         ON DELETE CASCADE
 );
 CREATE INDEX events_by_user ON events (environment_id, user_key, timestamp);
+
+-- Survey responses.
+CREATE TABLE responses (
+    environment_id TEXT NOT NULL,
+    message_id     TEXT NOT NULL,
+    user_key       TEXT NOT NULL,
+    survey_id      TEXT NOT NULL,
+    answers        TEXT NOT NULL,
+    timestamp      TEXT NOT NULL,
+    received_at    TEXT NOT NULL,
+    PRIMARY KEY (environment_id, message_id),
+    FOREIGN KEY (environment_id, user_key) REFERENCES users (environment_id, id)
+        ON DELETE CASCADE
+);
+CREATE INDEX responses_by_user ON responses (environment_id, user_key);
+
+-- Each change of a user's consent: the proof GDPR Art. 7(1) asks for.
+CREATE TABLE consent_records (
+    environment_id TEXT NOT NULL,
+    id             TEXT NOT NULL,
+    user_key       TEXT NOT NULL,
+    preferences    TEXT NOT NULL,
+    source         TEXT NOT NULL,
+    recorded_at    TEXT NOT NULL,
+    PRIMARY KEY (environment_id, id),
+    FOREIGN KEY (environment_id, user_key) REFERENCES users (environment_id, id)
+        ON DELETE CASCADE
+);
+CREATE INDEX consent_records_by_user ON consent_records (environment_id, user_key, recorded_at);

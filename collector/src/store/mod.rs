@@ -1,30 +1,33 @@
 //! Storage: the database behind the collector, and every query it runs.
 //!
-//! Writes go through one connection (`writer`) so that SQLite never sees two write
-//! transactions at once and never answers `SQLITE_BUSY`; reads use a small pool of their
-//! own. Every write of more than one statement runs in one transaction, and every value is a
-//! bound parameter. Times are stored as UTC RFC 3339 text with microseconds (see
-//! [`db_time`]), so text order is time order.
+//! Two backends sit behind one [`Store`]: embedded SQLite (the default) and PostgreSQL
+//! (`postgres://…`). Their queries are the same text, so they live once, in
+//! `backend.rs`, which is compiled into each backend module with that backend's sqlx types
+//! (`sqlite.rs`, `postgres.rs`). That keeps one copy of every query without the
+//! thicket of trait bounds generic sqlx code needs; what truly differs (connecting,
+//! migrations, column types) stays in the per-backend files and migration folders.
+//! The shared SQL therefore keeps to what both dialects accept: `$n` parameters,
+//! `ON CONFLICT … DO NOTHING`, `CASE` instead of `MAX(a, b)`/`GREATEST`.
+//!
+//! Every write of more than one statement runs in one transaction, and every value is a
+//! bound parameter. Ingest writes go through the group committer in [`writer`].
 
-mod read;
-mod write;
+mod postgres;
+mod sqlite;
+pub mod writer;
 
 use std::fmt;
-use std::str::FromStr;
-use std::time::Duration;
 
-use anyhow::Context as _;
-use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-
-pub use read::{StoredEvent, UserProfile};
-pub use write::Accepted;
+use chrono::{DateTime, Utc};
+use ebb_protocol::Message;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::error::Result;
 
 /// Ebb's id of an environment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
 pub struct EnvironmentId(String);
 
 impl EnvironmentId {
@@ -33,7 +36,7 @@ impl EnvironmentId {
         Self(uuid::Uuid::new_v4().to_string())
     }
 
-    /// An id read back from storage.
+    /// An id read back from storage or a request.
     pub fn from_stored(id: String) -> Self {
         Self(id)
     }
@@ -50,13 +53,51 @@ impl fmt::Display for EnvironmentId {
     }
 }
 
-/// An environment: a separate space of users with its own write keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An environment: a separate space of users with its own write keys and settings.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Environment {
     /// Its id.
     pub id: EnvironmentId,
     /// Its unique, human-chosen name.
     pub name: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// The identity-verification secret; never serialised.
+    #[serde(skip)]
+    pub identity_secret: Option<String>,
+    /// Origins allowed to send from a browser; empty means any.
+    pub allowed_origins: Vec<String>,
+    /// Whether client IP addresses are kept.
+    pub store_ip: bool,
+}
+
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Environment")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field(
+                "identity_secret",
+                &self.identity_secret.as_ref().map(|_| "<set>"),
+            )
+            .field("allowed_origins", &self.allowed_origins)
+            .field("store_ip", &self.store_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Changes to an environment's settings; `None` leaves a setting as it is.
+#[derive(Debug, Default, Clone)]
+pub struct EnvironmentChanges {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new allow-list of browser origins.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Whether to keep IP addresses.
+    pub store_ip: Option<bool>,
+    /// `Some(Some(secret))` sets the identity secret, `Some(None)` turns verification off.
+    pub identity_secret: Option<Option<String>>,
 }
 
 /// Which environments an admin token may act on.
@@ -68,162 +109,231 @@ pub enum TokenScope {
     Environment(EnvironmentId),
 }
 
-/// The database and the queries on it.
-#[derive(Debug, Clone)]
-pub struct Store {
-    reader: SqlitePool,
-    writer: SqlitePool,
+/// A validated message, ready to store.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The message as sent, batch defaults merged in, context as it is to be stored.
+    pub message: Message,
+    /// When it happened, corrected for client clock skew.
+    pub time: DateTime<Utc>,
 }
 
-/// Formats a time the way the database stores it.
-pub fn db_time(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+/// The messages of one ingest request.
+#[derive(Debug)]
+pub struct WriteBatch {
+    /// The environment they go to.
+    pub environment: EnvironmentId,
+    /// The messages.
+    pub messages: Vec<Accepted>,
+    /// When the collector received them.
+    pub received_at: DateTime<Utc>,
+}
+
+/// What storing one request did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Messages stored.
+    pub stored: usize,
+    /// Messages skipped because their message id was already stored.
+    pub duplicates: usize,
+}
+
+/// One user as stored: ids, traits, consent, activity.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserProfile {
+    /// The site's id for the user, once identified.
+    pub user_id: Option<String>,
+    /// Every anonymous id the user was seen with.
+    pub anonymous_ids: Vec<String>,
+    /// The merged traits.
+    pub traits: Value,
+    /// The latest consent preferences (category → granted), if any were sent.
+    pub consent: Option<Value>,
+    /// Every change of consent, oldest first.
+    pub consent_history: Vec<ConsentRecord>,
+    /// The latest Global Privacy Control signal, if one was seen.
+    pub gpc: Option<bool>,
+    /// The time of the user's first message.
+    pub first_seen: DateTime<Utc>,
+    /// The time of the user's latest activity.
+    pub last_seen: DateTime<Utc>,
+    /// The user's events, oldest first (at most the latest 1,000).
+    pub events: Vec<StoredEvent>,
+    /// The user's survey responses, oldest first.
+    pub responses: Vec<StoredResponse>,
+}
+
+/// One stored activity record.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    /// The client's message id.
+    pub message_id: String,
+    /// `track`, `page`, `screen`, `group` or `alias`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The event name of a `track`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// The page or screen name (the group id, the previous id for those types).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The event's properties (a group's traits).
+    pub properties: Value,
+    /// The context as stored (without the IP address unless the environment keeps it).
+    pub context: Value,
+    /// When it happened (clock-skew corrected).
+    pub timestamp: DateTime<Utc>,
+    /// When the collector received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// One stored survey response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredResponse {
+    /// The client's message id.
+    pub message_id: String,
+    /// The survey answered.
+    pub survey_id: String,
+    /// The answers as sent.
+    pub answers: Value,
+    /// When it was given.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// One change of a user's consent.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentRecord {
+    /// The preferences from then on (category → granted).
+    pub preferences: Value,
+    /// What carried the change: the message type, or the event name of a `track`.
+    pub source: String,
+    /// When the change happened.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// How busy the connection pools are, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolUse {
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+}
+
+/// The database and the queries on it.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Embedded SQLite.
+    Sqlite(sqlite::Backend),
+    /// PostgreSQL.
+    Postgres(postgres::Backend),
+}
+
+/// Runs the same call on whichever backend is in use.
+macro_rules! on_backend {
+    ($store:expr, $backend:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($backend) => $call,
+            Store::Postgres($backend) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and brings its schema up to date.
+    /// Opens the database at `url` (SQLite unless it starts with `postgres://` or
+    /// `postgresql://`) and brings its schema up to date.
     ///
     /// # Errors
     ///
-    /// When the URL is not an SQLite URL, the file cannot be opened, or a migration fails.
+    /// When the URL is malformed, the database cannot be reached, or a migration fails.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("while reading the database URL `{url}`"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL makes every commit durable before the collector acknowledges it.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(postgres::open(url).await?))
+        } else {
+            Ok(Self::Sqlite(sqlite::open(url).await?))
+        }
+    }
 
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .context("while opening the SQLite database")?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&writer)
-            .await
-            .context("while migrating the SQLite database")?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await
-            .context("while opening the SQLite database for reading")?;
-
-        Ok(Self { reader, writer })
+    /// The backend's name, for logs and metrics.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
     }
 
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        on_backend!(self, b => b.close().await)
     }
 
-    /// The environment a write key belongs to.
-    pub async fn environment_for_write_key(&self, key: &str) -> Result<Option<EnvironmentId>> {
-        let row = sqlx::query("SELECT environment_id FROM write_keys WHERE write_key = ?")
-            .bind(key)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(|row| EnvironmentId(row.get(0))))
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        on_backend!(self, b => b.ping().await)
+    }
+
+    /// Connection pool use.
+    pub fn pool_use(&self) -> PoolUse {
+        on_backend!(self, b => b.pool_use())
+    }
+
+    /// The environment a write key belongs to, with its settings.
+    pub async fn environment_for_write_key(&self, key: &str) -> Result<Option<Environment>> {
+        on_backend!(self, b => b.environment_for_write_key(key).await)
     }
 
     /// The scope of the admin token with this hash, if it is one.
     pub async fn admin_token_scope(&self, token_hash: &str) -> Result<Option<TokenScope>> {
-        let row = sqlx::query("SELECT environment_id FROM admin_tokens WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(|row| match row.get::<Option<String>, _>(0) {
-            Some(id) => TokenScope::Environment(EnvironmentId(id)),
-            None => TokenScope::All,
-        }))
+        on_backend!(self, b => b.admin_token_scope(token_hash).await)
     }
 
-    /// The environment with this name.
-    pub async fn environment_by_name(&self, name: &str) -> Result<Option<Environment>> {
-        let row = sqlx::query("SELECT id, name FROM environments WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(|row| Environment {
-            id: EnvironmentId(row.get(0)),
-            name: row.get(1),
-        }))
+    /// The environment with this id, or failing that with this name.
+    pub async fn find_environment(&self, id_or_name: &str) -> Result<Option<Environment>> {
+        on_backend!(self, b => b.find_environment(id_or_name).await)
     }
 
-    /// The environment with this id.
-    pub async fn environment(&self, id: &EnvironmentId) -> Result<Option<Environment>> {
-        let row = sqlx::query("SELECT id, name FROM environments WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(|row| Environment {
-            id: EnvironmentId(row.get(0)),
-            name: row.get(1),
-        }))
+    /// Every environment, by name.
+    pub async fn environments(&self) -> Result<Vec<Environment>> {
+        on_backend!(self, b => b.environments().await)
     }
 
     /// The write keys of an environment, oldest first.
     pub async fn write_keys(&self, environment: &EnvironmentId) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT write_key FROM write_keys WHERE environment_id = ? ORDER BY created_at",
-        )
-        .bind(environment.as_str())
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows.into_iter().map(|row| row.get(0)).collect())
+        on_backend!(self, b => b.write_keys(environment).await)
     }
 
-    /// An instance-wide setting.
-    pub async fn instance_setting(&self, key: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM instance_settings WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.writer)
-            .await?;
-        Ok(row.map(|row| row.get(0)))
-    }
-
-    /// Creates an environment with one write key; with `instance_key`, records it as that
-    /// instance setting in the same transaction.
+    /// Creates an environment with one write key; with `instance_key`, records its id as
+    /// that instance setting in the same transaction.
     pub async fn create_environment(
         &self,
         name: &str,
         write_key: &str,
         instance_key: Option<&str>,
     ) -> Result<Environment> {
-        let id = EnvironmentId::generate();
-        let now = db_time(Utc::now());
-        let mut tx = self.writer.begin().await?;
+        on_backend!(self, b => b.create_environment(name, write_key, instance_key).await)
+    }
 
-        sqlx::query("INSERT INTO environments (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(id.as_str())
-            .bind(name)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO write_keys (environment_id, write_key, created_at) VALUES (?, ?, ?)",
-        )
-        .bind(id.as_str())
-        .bind(write_key)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(key) = instance_key {
-            sqlx::query("INSERT INTO instance_settings (key, value) VALUES (?, ?)")
-                .bind(key)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
+    /// Applies changes to an environment's settings; returns it as it is now.
+    pub async fn update_environment(
+        &self,
+        id: &EnvironmentId,
+        changes: &EnvironmentChanges,
+    ) -> Result<Option<Environment>> {
+        on_backend!(self, b => b.update_environment(id, changes).await)
+    }
 
-        tx.commit().await?;
-        Ok(Environment {
-            id,
-            name: name.to_owned(),
-        })
+    /// Replaces every write key of an environment with `new_key`.
+    pub async fn replace_write_keys(&self, id: &EnvironmentId, new_key: &str) -> Result<()> {
+        on_backend!(self, b => b.replace_write_keys(id, new_key).await)
+    }
+
+    /// An instance-wide setting.
+    pub async fn instance_setting(&self, key: &str) -> Result<Option<String>> {
+        on_backend!(self, b => b.instance_setting(key).await)
     }
 
     /// Stores an admin token's hash, unless it is already stored.
@@ -233,29 +343,21 @@ impl Store {
         scope: &TokenScope,
         label: &str,
     ) -> Result<()> {
-        let environment = match scope {
-            TokenScope::All => None,
-            TokenScope::Environment(id) => Some(id.as_str()),
-        };
-        sqlx::query(
-            "INSERT INTO admin_tokens (id, token_hash, environment_id, label, created_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(token_hash)
-        .bind(environment)
-        .bind(label)
-        .bind(db_time(Utc::now()))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        on_backend!(self, b => b.add_admin_token(token_hash, scope, label).await)
     }
 
     /// How many admin tokens are stored.
     pub async fn admin_token_count(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM admin_tokens")
-            .fetch_one(&self.writer)
-            .await?;
-        Ok(row.get(0))
+        on_backend!(self, b => b.admin_token_count().await)
+    }
+
+    /// Stores the messages of several requests in one transaction.
+    pub async fn store_batches(&self, batches: &[&WriteBatch]) -> Result<Vec<WriteReport>> {
+        on_backend!(self, b => b.store_batches(batches).await)
+    }
+
+    /// The user known by `id` (a user id, or failing that an anonymous id).
+    pub async fn user_profile(&self, env: &EnvironmentId, id: &str) -> Result<Option<UserProfile>> {
+        on_backend!(self, b => b.user_profile(env, id).await)
     }
 }

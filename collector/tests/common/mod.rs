@@ -1,8 +1,12 @@
-//! A real collector process for tests: its own temporary data folder, a port chosen by the
-//! system, known secrets, and an HTTP client. Dropping it kills the process and removes the
-//! folder.
+//! A real collector process for tests: its own temporary data folder, a fresh database, a
+//! port chosen by the system, known secrets, and an HTTP client. Dropping it kills the
+//! process, removes the folder and drops the database.
+//!
+//! The backend comes from `EBB_TEST_BACKEND`: `sqlite` (the default) or `postgres`, which
+//! creates a uniquely named database on `EBB_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and fails the test when it cannot.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::print_stderr)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,38 +15,123 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+use sqlx::Connection as _;
 
 pub const WRITE_KEY: &str = "wk_test_key";
 pub const ADMIN_TOKEN: &str = "ebb_admin_test_token";
+
+/// The database of one test: SQLite in the data folder, or a PostgreSQL database of its own.
+pub struct TestDb {
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A fresh database of the backend `EBB_TEST_BACKEND` names.
+    pub fn new() -> Self {
+        match std::env::var("EBB_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Self::postgres(),
+            Ok("sqlite") | Err(_) => Self { postgres: None },
+            Ok(other) => panic!("EBB_TEST_BACKEND must be sqlite or postgres, not {other}"),
+        }
+    }
+
+    fn postgres() -> Self {
+        let server = std::env::var("EBB_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("ebb_test_{}", uuid::Uuid::new_v4().simple());
+        let statement = format!("CREATE DATABASE {name}");
+        run_on_server(&server, &statement).unwrap_or_else(|error| {
+            panic!("PostgreSQL was expected at {server} but could not be used: {error}")
+        });
+        Self {
+            postgres: Some((server, name)),
+        }
+    }
+
+    /// The `EBB_DATABASE_URL` for a collector, if not the default SQLite file.
+    pub fn url(&self) -> Option<String> {
+        let (server, name) = self.postgres.as_ref()?;
+        let base = server
+            .rsplit_once('/')
+            .map_or(server.as_str(), |(base, _)| base);
+        Some(format!("{base}/{name}"))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((server, name)) = &self.postgres {
+            let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            if let Err(error) = run_on_server(server, &statement) {
+                eprintln!("could not drop the test database {name}: {error}");
+            }
+        }
+    }
+}
+
+/// Runs one statement on the PostgreSQL server, from a thread of its own so that it works
+/// inside and outside an async runtime alike.
+fn run_on_server(server: &str, statement: &str) -> Result<(), String> {
+    let (server, statement) = (server.to_owned(), statement.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut connection = sqlx::PgConnection::connect(&server)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::query(&statement)
+                .execute(&mut connection)
+                .await
+                .map_err(|e| e.to_string())?;
+            connection.close().await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .unwrap()
+}
 
 pub struct Collector {
     child: Child,
     pub base: String,
     pub banner: Vec<String>,
     pub data_dir: PathBuf,
-    _temp: Option<tempfile::TempDir>,
     pub http: reqwest::Client,
+    // Dropped after the process is killed (fields drop in order, after `Drop::drop`).
+    db: Option<TestDb>,
+    temp: Option<tempfile::TempDir>,
 }
 
 impl Collector {
-    /// Starts a collector on a fresh SQLite database with the test write key and token.
+    /// Starts a collector on a fresh database with the test write key and admin token.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Collector::start`], with extra environment variables.
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
         let temp = tempfile::tempdir().unwrap();
-        let data_dir = temp.path().to_path_buf();
-        let mut collector = Self::start_in(
-            &data_dir,
-            &[
-                ("EBB_WRITE_KEY", WRITE_KEY),
-                ("EBB_ADMIN_TOKEN", ADMIN_TOKEN),
-            ],
-        );
-        collector._temp = Some(temp);
+        let db = TestDb::new();
+        let mut all = vec![
+            ("EBB_WRITE_KEY", WRITE_KEY),
+            ("EBB_ADMIN_TOKEN", ADMIN_TOKEN),
+        ];
+        all.extend_from_slice(env);
+        let mut collector = Self::start_in(temp.path(), &db, &all);
+        collector.temp = Some(temp);
+        collector.db = Some(db);
         collector
     }
 
-    /// Starts a collector on the data folder `data_dir` (kept when dropped) with these
-    /// extra environment variables.
-    pub fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+    /// Starts a collector on the data folder `data_dir` and database `db`, both kept when
+    /// it is dropped, with these environment variables.
+    pub fn start_in(data_dir: &Path, db: &TestDb, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ebb-collector"));
         command
             .env_clear()
@@ -51,7 +140,16 @@ impl Collector {
             .env("EBB_WWW_DIR", data_dir.join("www"))
             .env("EBB_LOG", "debug")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(data_dir.join("collector.log")).unwrap());
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(data_dir.join("collector.log"))
+                    .unwrap(),
+            );
+        if let Some(url) = db.url() {
+            command.env("EBB_DATABASE_URL", url);
+        }
         for (key, value) in env {
             command.env(key, value);
         }
@@ -79,19 +177,22 @@ impl Collector {
             banner.push(line);
         }
         let first = banner.first().cloned().unwrap_or_default();
-        let base = first
+        let Some(base) = first
             .split_whitespace()
             .find(|word| word.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in the banner: {banner:?}"))
-            .to_owned();
+        else {
+            let log = std::fs::read_to_string(data_dir.join("collector.log")).unwrap_or_default();
+            panic!("the collector did not start; banner {banner:?}; log:\n{log}");
+        };
 
         Self {
             child,
-            base,
+            base: base.to_owned(),
             banner,
             data_dir: data_dir.to_path_buf(),
-            _temp: None,
             http: reqwest::Client::new(),
+            db: None,
+            temp: None,
         }
     }
 
@@ -99,12 +200,21 @@ impl Collector {
         format!("{}{path}", self.base)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Posts a JSON body with the test write key as Basic user name.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_as(WRITE_KEY, path, body).await
+    }
+
+    /// Posts a JSON body with this write key as Basic user name.
+    pub async fn post_as(&self, write_key: &str, path: &str, body: &Value) -> (u16, Value) {
         let response = self
             .http
             .post(self.url(path))
-            .basic_auth(WRITE_KEY, Some(""))
+            .basic_auth(write_key, Some(""))
             .json(body)
             .send()
             .await
@@ -143,10 +253,31 @@ impl Collector {
         read(response).await
     }
 
+    /// Sends an admin request with a JSON body (or none) and the test admin token.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
     /// Stops the process (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap().success()
     }
 
     /// Everything the collector logged so far.
@@ -155,7 +286,7 @@ impl Collector {
     }
 }
 
-async fn read(response: reqwest::Response) -> (u16, Value) {
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));

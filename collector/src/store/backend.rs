@@ -1,0 +1,936 @@
+// The queries of both backends. This file is compiled twice, into `store::sqlite` and
+// `store::postgres`, where `Db` names that backend's sqlx database type (see the `store`
+// module docs for why). It holds no inner attributes or docs, which `include!` forbids.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use ebb_protocol::{Message, MessageType};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+use sqlx::{Pool, Row};
+
+use crate::error::{ApiError, Result};
+use crate::store::{
+    Accepted, ConsentRecord, Environment, EnvironmentChanges, EnvironmentId, PoolUse, StoredEvent,
+    StoredResponse, TokenScope, UserProfile, WriteBatch, WriteReport,
+};
+
+type Conn = <Db as sqlx::Database>::Connection;
+type DbRow = <Db as sqlx::Database>::Row;
+
+/// The most events returned with one profile; the latest are kept.
+const PROFILE_EVENT_LIMIT: i64 = 1000;
+
+macro_rules! environment_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT e.id, e.name, e.created_at, e.identity_secret, e.allowed_origins, ",
+            "e.store_ip FROM environments e ",
+            $rest
+        )
+    };
+}
+
+/// The connections of one database.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Used for every write. On SQLite it holds one connection, so that two write
+    /// transactions never meet and SQLite never answers `SQLITE_BUSY`.
+    writer: Pool<Db>,
+    /// Used for reads that may run beside the writes.
+    reader: Pool<Db>,
+}
+
+fn environment_from_row(row: &DbRow) -> Result<Environment> {
+    Ok(Environment {
+        id: EnvironmentId::from_stored(row.try_get("id")?),
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        identity_secret: row.try_get("identity_secret")?,
+        allowed_origins: row.try_get::<Json<Vec<String>>, _>("allowed_origins")?.0,
+        store_ip: row.try_get("store_ip")?,
+    })
+}
+
+fn unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+impl Backend {
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    pub fn pool_use(&self) -> PoolUse {
+        let idle = |pool: &Pool<Db>| u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+        if self.writer.is_closed() {
+            return PoolUse { size: 0, idle: 0 };
+        }
+        PoolUse {
+            size: self.writer.size() + self.reader.size(),
+            idle: idle(&self.writer) + idle(&self.reader),
+        }
+    }
+
+    pub async fn environment_for_write_key(&self, key: &str) -> Result<Option<Environment>> {
+        let row = sqlx::query(environment_select!(
+            "JOIN write_keys k ON k.environment_id = e.id WHERE k.write_key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(environment_from_row).transpose()
+    }
+
+    pub async fn admin_token_scope(&self, token_hash: &str) -> Result<Option<TokenScope>> {
+        let row = sqlx::query("SELECT environment_id FROM admin_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(match row.try_get::<Option<String>, _>(0)? {
+            Some(id) => TokenScope::Environment(EnvironmentId::from_stored(id)),
+            None => TokenScope::All,
+        }))
+    }
+
+    pub async fn find_environment(&self, id_or_name: &str) -> Result<Option<Environment>> {
+        let rows = sqlx::query(environment_select!("WHERE e.id = $1 OR e.name = $1"))
+            .bind(id_or_name)
+            .fetch_all(&self.writer)
+            .await?;
+        let environments: Vec<Environment> = rows
+            .iter()
+            .map(environment_from_row)
+            .collect::<Result<_>>()?;
+        // An id match wins over a name match, should a name ever look like an id.
+        let by_id = environments
+            .iter()
+            .position(|e| e.id.as_str() == id_or_name);
+        Ok(match by_id {
+            Some(index) => environments.into_iter().nth(index),
+            None => environments.into_iter().next(),
+        })
+    }
+
+    pub async fn environments(&self) -> Result<Vec<Environment>> {
+        let rows = sqlx::query(environment_select!("ORDER BY e.name"))
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter().map(environment_from_row).collect()
+    }
+
+    pub async fn write_keys(&self, environment: &EnvironmentId) -> Result<Vec<String>> {
+        let keys = sqlx::query_scalar(
+            "SELECT write_key FROM write_keys WHERE environment_id = $1 \
+             ORDER BY created_at, write_key",
+        )
+        .bind(environment.as_str())
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(keys)
+    }
+
+    pub async fn create_environment(
+        &self,
+        name: &str,
+        write_key: &str,
+        instance_key: Option<&str>,
+    ) -> Result<Environment> {
+        let environment = Environment {
+            id: EnvironmentId::generate(),
+            name: name.to_owned(),
+            created_at: Utc::now(),
+            identity_secret: None,
+            allowed_origins: Vec::new(),
+            store_ip: false,
+        };
+        let mut tx = self.writer.begin().await?;
+
+        let inserted = sqlx::query(
+            "INSERT INTO environments (id, name, created_at, allowed_origins, store_ip) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(environment.id.as_str())
+        .bind(name)
+        .bind(environment.created_at)
+        .bind(Json(&environment.allowed_origins))
+        .bind(false)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(error) if unique_violation(&error) => {
+                return Err(ApiError::Conflict(format!(
+                    "an environment named `{name}` exists"
+                )));
+            }
+            other => other?,
+        };
+        sqlx::query(
+            "INSERT INTO write_keys (environment_id, write_key, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(environment.id.as_str())
+        .bind(write_key)
+        .bind(environment.created_at)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(key) = instance_key {
+            sqlx::query("INSERT INTO instance_settings (key, value) VALUES ($1, $2)")
+                .bind(key)
+                .bind(environment.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        tx.commit().await?;
+        Ok(environment)
+    }
+
+    pub async fn update_environment(
+        &self,
+        id: &EnvironmentId,
+        changes: &EnvironmentChanges,
+    ) -> Result<Option<Environment>> {
+        let mut tx = self.writer.begin().await?;
+
+        if let Some(name) = &changes.name {
+            let renamed = sqlx::query("UPDATE environments SET name = $1 WHERE id = $2")
+                .bind(name)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await;
+            match renamed {
+                Err(error) if unique_violation(&error) => {
+                    let message = format!("an environment named `{name}` exists");
+                    return Err(ApiError::Conflict(message));
+                }
+                other => other?,
+            };
+        }
+        if let Some(origins) = &changes.allowed_origins {
+            sqlx::query("UPDATE environments SET allowed_origins = $1 WHERE id = $2")
+                .bind(Json(origins))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(store_ip) = changes.store_ip {
+            sqlx::query("UPDATE environments SET store_ip = $1 WHERE id = $2")
+                .bind(store_ip)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(secret) = &changes.identity_secret {
+            sqlx::query("UPDATE environments SET identity_secret = $1 WHERE id = $2")
+                .bind(secret.as_deref())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(environment_select!("WHERE e.id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+
+        tx.commit().await?;
+        row.as_ref().map(environment_from_row).transpose()
+    }
+
+    pub async fn replace_write_keys(&self, id: &EnvironmentId, new_key: &str) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+
+        sqlx::query("DELETE FROM write_keys WHERE environment_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO write_keys (environment_id, write_key, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(id.as_str())
+        .bind(new_key)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn instance_setting(&self, key: &str) -> Result<Option<String>> {
+        let value = sqlx::query_scalar("SELECT value FROM instance_settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(value)
+    }
+
+    pub async fn add_admin_token(
+        &self,
+        token_hash: &str,
+        scope: &TokenScope,
+        label: &str,
+    ) -> Result<()> {
+        let environment = match scope {
+            TokenScope::All => None,
+            TokenScope::Environment(id) => Some(id.as_str()),
+        };
+        sqlx::query(
+            "INSERT INTO admin_tokens (id, token_hash, environment_id, label, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(token_hash)
+        .bind(environment)
+        .bind(label)
+        .bind(Utc::now())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn admin_token_count(&self) -> Result<i64> {
+        let count = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens")
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(count)
+    }
+
+    pub async fn store_batches(&self, batches: &[&WriteBatch]) -> Result<Vec<WriteReport>> {
+        let mut tx = self.writer.begin().await?;
+        let mut session = WriteSession::default();
+        let mut reports = Vec::with_capacity(batches.len());
+
+        for batch in batches {
+            let mut report = WriteReport::default();
+            for accepted in &batch.messages {
+                let env = &batch.environment;
+                if session
+                    .store(&mut tx, env, accepted, batch.received_at)
+                    .await?
+                {
+                    report.stored += 1;
+                } else {
+                    report.duplicates += 1;
+                }
+            }
+            reports.push(report);
+        }
+        session.record_activity(&mut tx).await?;
+
+        tx.commit().await?;
+        Ok(reports)
+    }
+
+    pub async fn user_profile(&self, env: &EnvironmentId, id: &str) -> Result<Option<UserProfile>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.user_id, u.traits, u.consent, u.gpc, u.first_seen, u.last_seen \
+             FROM identities i JOIN users u \
+               ON u.environment_id = i.environment_id AND u.id = i.user_key \
+             WHERE i.environment_id = $1 AND i.value = $2 \
+             ORDER BY i.kind DESC LIMIT 1",
+        )
+        .bind(env.as_str())
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let user_key: String = row.try_get("id")?;
+
+        let anonymous_ids = sqlx::query_scalar(
+            "SELECT value FROM identities \
+             WHERE environment_id = $1 AND user_key = $2 AND kind = 'anonymous' ORDER BY value",
+        )
+        .bind(env.as_str())
+        .bind(&user_key)
+        .fetch_all(&self.reader)
+        .await?;
+
+        let mut events = Vec::new();
+        let rows = sqlx::query(
+            "SELECT message_id, type, event, name, properties, context, timestamp, received_at \
+             FROM events WHERE environment_id = $1 AND user_key = $2 \
+             ORDER BY timestamp DESC, message_id DESC LIMIT $3",
+        )
+        .bind(env.as_str())
+        .bind(&user_key)
+        .bind(PROFILE_EVENT_LIMIT)
+        .fetch_all(&self.reader)
+        .await?;
+        for row in rows.iter().rev() {
+            events.push(StoredEvent {
+                message_id: row.try_get("message_id")?,
+                kind: row.try_get("type")?,
+                event: row.try_get("event")?,
+                name: row.try_get("name")?,
+                properties: row.try_get::<Json<Value>, _>("properties")?.0,
+                context: row.try_get::<Json<Value>, _>("context")?.0,
+                timestamp: row.try_get("timestamp")?,
+                received_at: row.try_get("received_at")?,
+            });
+        }
+
+        let mut responses = Vec::new();
+        let rows = sqlx::query(
+            "SELECT message_id, survey_id, answers, timestamp FROM responses \
+             WHERE environment_id = $1 AND user_key = $2 ORDER BY timestamp, message_id",
+        )
+        .bind(env.as_str())
+        .bind(&user_key)
+        .fetch_all(&self.reader)
+        .await?;
+        for row in &rows {
+            responses.push(StoredResponse {
+                message_id: row.try_get("message_id")?,
+                survey_id: row.try_get("survey_id")?,
+                answers: row.try_get::<Json<Value>, _>("answers")?.0,
+                timestamp: row.try_get("timestamp")?,
+            });
+        }
+
+        let mut consent_history = Vec::new();
+        let rows = sqlx::query(
+            "SELECT preferences, source, recorded_at FROM consent_records \
+             WHERE environment_id = $1 AND user_key = $2 ORDER BY recorded_at, id",
+        )
+        .bind(env.as_str())
+        .bind(&user_key)
+        .fetch_all(&self.reader)
+        .await?;
+        for row in &rows {
+            consent_history.push(ConsentRecord {
+                preferences: row.try_get::<Json<Value>, _>("preferences")?.0,
+                source: row.try_get("source")?,
+                recorded_at: row.try_get("recorded_at")?,
+            });
+        }
+
+        Ok(Some(UserProfile {
+            user_id: row.try_get("user_id")?,
+            anonymous_ids,
+            traits: row.try_get::<Json<Value>, _>("traits")?.0,
+            consent: row
+                .try_get::<Option<Json<Value>>, _>("consent")?
+                .map(|json| json.0),
+            consent_history,
+            gpc: row.try_get("gpc")?,
+            first_seen: row.try_get("first_seen")?,
+            last_seen: row.try_get("last_seen")?,
+            events,
+            responses,
+        }))
+    }
+}
+
+/// What one write transaction remembers between messages, so that a batch of many
+/// messages about the same user costs one identity lookup and one activity update.
+#[derive(Default)]
+struct WriteSession {
+    /// (environment, kind, id) → user key, for identities read or written so far.
+    identities: HashMap<(EnvironmentId, &'static str, String), String>,
+    /// (environment, user key) → earliest and latest activity seen in this transaction.
+    activity: HashMap<(EnvironmentId, String), (DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl WriteSession {
+    /// Stores one message; false when its message id was stored before.
+    async fn store(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        accepted: &Accepted,
+        received_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let message = &accepted.message;
+        let message_id = match &message.message_id {
+            Some(id) => id.as_str().to_owned(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+
+        let first_time = sqlx::query(
+            "INSERT INTO message_ids (environment_id, message_id, received_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (environment_id, message_id) DO NOTHING",
+        )
+        .bind(env.as_str())
+        .bind(&message_id)
+        .bind(received_at)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1;
+        if !first_time {
+            return Ok(false);
+        }
+
+        let user_id = message.user_id.as_ref().map(|id| id.as_str());
+        let anonymous_id = message.anonymous_id.as_ref().map(|id| id.as_str());
+        let user_key = self
+            .resolve_user(conn, env, user_id, anonymous_id, accepted.time)
+            .await?;
+        if message.kind == MessageType::Alias {
+            if let Some(previous) = message.previous_id.as_deref() {
+                self.absorb_previous_identity(conn, env, &user_key, previous)
+                    .await?;
+            }
+        }
+
+        match message.kind {
+            MessageType::Identify => {
+                if let Some(traits) = message.effective_traits() {
+                    merge_traits(conn, env, &user_key, traits).await?;
+                }
+            }
+            MessageType::Response => {
+                insert_response(conn, env, &user_key, &message_id, accepted, received_at).await?;
+            }
+            _ => insert_event(conn, env, &user_key, &message_id, accepted, received_at).await?,
+        }
+        record_consent(conn, env, &user_key, message, accepted.time).await?;
+        if let Some(Value::Bool(gpc)) = message.context.get("gpc") {
+            sqlx::query("UPDATE users SET gpc = $1 WHERE environment_id = $2 AND id = $3")
+                .bind(*gpc)
+                .bind(env.as_str())
+                .bind(&user_key)
+                .execute(&mut *conn)
+                .await?;
+        }
+
+        // A message sent with `context.active: false` (a server acting for the user) is
+        // not a sign of life and must not postpone the user's retention.
+        if message.context.get("active") != Some(&Value::Bool(false)) {
+            self.note_activity(env, user_key, accepted.time, accepted.time);
+        }
+        Ok(true)
+    }
+
+    fn note_activity(
+        &mut self,
+        env: &EnvironmentId,
+        user_key: String,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+    ) {
+        let span = self
+            .activity
+            .entry((env.clone(), user_key))
+            .or_insert((first, last));
+        span.0 = span.0.min(first);
+        span.1 = span.1.max(last);
+    }
+
+    /// Moves first and last seen of every user active in this transaction.
+    async fn record_activity(&mut self, conn: &mut Conn) -> Result<()> {
+        for ((env, user_key), (first, last)) in self.activity.drain() {
+            sqlx::query(
+                "UPDATE users SET \
+                 first_seen = CASE WHEN $1 < first_seen THEN $1 ELSE first_seen END, \
+                 last_seen = CASE WHEN $2 > last_seen THEN $2 ELSE last_seen END \
+                 WHERE environment_id = $3 AND id = $4",
+            )
+            .bind(first)
+            .bind(last)
+            .bind(env.as_str())
+            .bind(&user_key)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn find_identity(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        kind: &'static str,
+        value: &str,
+    ) -> Result<Option<String>> {
+        let key = (env.clone(), kind, value.to_owned());
+        if let Some(user_key) = self.identities.get(&key) {
+            return Ok(Some(user_key.clone()));
+        }
+
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT user_key FROM identities \
+             WHERE environment_id = $1 AND kind = $2 AND value = $3",
+        )
+        .bind(env.as_str())
+        .bind(kind)
+        .bind(value)
+        .fetch_optional(&mut *conn)
+        .await?;
+
+        if let Some(user_key) = &found {
+            self.identities.insert(key, user_key.clone());
+        }
+        Ok(found)
+    }
+
+    async fn add_identity(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        kind: &'static str,
+        value: &str,
+        user_key: &str,
+    ) -> Result<()> {
+        if self.find_identity(conn, env, kind, value).await?.is_some() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO identities (environment_id, kind, value, user_key) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (environment_id, kind, value) DO NOTHING",
+        )
+        .bind(env.as_str())
+        .bind(kind)
+        .bind(value)
+        .bind(user_key)
+        .execute(&mut *conn)
+        .await?;
+        self.identities
+            .insert((env.clone(), kind, value.to_owned()), user_key.to_owned());
+        Ok(())
+    }
+
+    /// Finds the user a message is about, creating or merging users as its ids require.
+    ///
+    /// An anonymous visitor who identifies becomes that user: when both ids are already
+    /// known as two users, the anonymous one is merged into the identified one. An
+    /// anonymous id that already belongs to another identified user (a shared browser) is
+    /// not merged; the new user id gets a user of its own.
+    async fn resolve_user(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        user_id: Option<&str>,
+        anonymous_id: Option<&str>,
+        time: DateTime<Utc>,
+    ) -> Result<String> {
+        let by_user = match user_id {
+            Some(id) => self.find_identity(conn, env, "user", id).await?,
+            None => None,
+        };
+        let by_anonymous = match anonymous_id {
+            Some(id) => self.find_identity(conn, env, "anonymous", id).await?,
+            None => None,
+        };
+
+        let user_key = match (by_user, by_anonymous) {
+            (Some(known), Some(visitor)) if known != visitor => {
+                if user_id_of(conn, env, &visitor).await?.is_none() {
+                    self.merge_users(conn, env, &visitor, &known).await?;
+                }
+                known
+            }
+            (Some(known), _) => known,
+            (None, Some(visitor)) if user_id.is_none() => visitor,
+            (None, Some(visitor)) => match user_id_of(conn, env, &visitor).await? {
+                None => visitor,
+                Some(_) => create_user(conn, env, time).await?,
+            },
+            (None, None) => create_user(conn, env, time).await?,
+        };
+
+        if let Some(id) = user_id {
+            self.add_identity(conn, env, "user", id, &user_key).await?;
+            sqlx::query(
+                "UPDATE users SET user_id = $1 \
+                 WHERE environment_id = $2 AND id = $3 AND user_id IS NULL",
+            )
+            .bind(id)
+            .bind(env.as_str())
+            .bind(&user_key)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if let Some(id) = anonymous_id {
+            self.add_identity(conn, env, "anonymous", id, &user_key)
+                .await?;
+        }
+        Ok(user_key)
+    }
+
+    /// `alias`: the identity named by `previousId` (an anonymous id or an earlier user
+    /// id) now belongs to `user_key`; a user who had it is merged in.
+    async fn absorb_previous_identity(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        user_key: &str,
+        previous: &str,
+    ) -> Result<()> {
+        for kind in ["anonymous", "user"] {
+            match self.find_identity(conn, env, kind, previous).await? {
+                Some(other) if other != user_key => {
+                    return self.merge_users(conn, env, &other, user_key).await;
+                }
+                Some(_) => return Ok(()),
+                None => {}
+            }
+        }
+        self.add_identity(conn, env, "anonymous", previous, user_key)
+            .await
+    }
+
+    /// Moves everything of user `from` to user `into` and removes `from`. Traits and
+    /// consent of `into` win.
+    async fn merge_users(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        from: &str,
+        into: &str,
+    ) -> Result<()> {
+        for statement in [
+            "UPDATE events SET user_key = $1 WHERE environment_id = $2 AND user_key = $3",
+            "UPDATE responses SET user_key = $1 WHERE environment_id = $2 AND user_key = $3",
+            "UPDATE consent_records SET user_key = $1 WHERE environment_id = $2 AND user_key = $3",
+            "UPDATE identities SET user_key = $1 WHERE environment_id = $2 AND user_key = $3",
+        ] {
+            sqlx::query(statement)
+                .bind(into)
+                .bind(env.as_str())
+                .bind(from)
+                .execute(&mut *conn)
+                .await?;
+        }
+
+        let row = sqlx::query(
+            "SELECT traits, first_seen, last_seen FROM users WHERE environment_id = $1 AND id = $2",
+        )
+        .bind(env.as_str())
+        .bind(from)
+        .fetch_one(&mut *conn)
+        .await?;
+        let from_traits = row.try_get::<Json<Map<String, Value>>, _>("traits")?.0;
+        let mut traits = read_traits(conn, env, into).await?;
+        for (key, value) in from_traits {
+            traits.entry(key).or_insert(value);
+        }
+        write_traits(conn, env, into, traits).await?;
+        sqlx::query("DELETE FROM users WHERE environment_id = $1 AND id = $2")
+            .bind(env.as_str())
+            .bind(from)
+            .execute(&mut *conn)
+            .await?;
+
+        // Cached identities may point at the user that is gone; activity moves along.
+        self.identities.clear();
+        self.note_activity(
+            env,
+            into.to_owned(),
+            row.try_get("first_seen")?,
+            row.try_get("last_seen")?,
+        );
+        if let Some((first, last)) = self.activity.remove(&(env.clone(), from.to_owned())) {
+            self.note_activity(env, into.to_owned(), first, last);
+        }
+        Ok(())
+    }
+}
+
+async fn user_id_of(
+    conn: &mut Conn,
+    env: &EnvironmentId,
+    user_key: &str,
+) -> Result<Option<String>> {
+    let user_id =
+        sqlx::query_scalar("SELECT user_id FROM users WHERE environment_id = $1 AND id = $2")
+            .bind(env.as_str())
+            .bind(user_key)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(user_id)
+}
+
+async fn create_user(conn: &mut Conn, env: &EnvironmentId, time: DateTime<Utc>) -> Result<String> {
+    let user_key = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO users (environment_id, id, traits, first_seen, last_seen) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(env.as_str())
+    .bind(&user_key)
+    .bind(Json(Map::new()))
+    .bind(time)
+    .bind(time)
+    .execute(&mut *conn)
+    .await?;
+    Ok(user_key)
+}
+
+async fn read_traits(
+    conn: &mut Conn,
+    env: &EnvironmentId,
+    user_key: &str,
+) -> Result<Map<String, Value>> {
+    let traits: Json<Map<String, Value>> =
+        sqlx::query_scalar("SELECT traits FROM users WHERE environment_id = $1 AND id = $2")
+            .bind(env.as_str())
+            .bind(user_key)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(traits.0)
+}
+
+async fn write_traits(
+    conn: &mut Conn,
+    env: &EnvironmentId,
+    user_key: &str,
+    traits: Map<String, Value>,
+) -> Result<()> {
+    sqlx::query("UPDATE users SET traits = $1 WHERE environment_id = $2 AND id = $3")
+        .bind(Json(traits))
+        .bind(env.as_str())
+        .bind(user_key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Adds the given traits to the user's, replacing those of the same name.
+async fn merge_traits(
+    conn: &mut Conn,
+    env: &EnvironmentId,
+    user_key: &str,
+    new: &Map<String, Value>,
+) -> Result<()> {
+    let mut traits = read_traits(conn, env, user_key).await?;
+    for (key, value) in new {
+        traits.insert(key.clone(), value.clone());
+    }
+    write_traits(conn, env, user_key, traits).await
+}
+
+/// Keeps `context.consent.categoryPreferences` on the user and appends a consent record
+/// whenever it differs from what was stored. A change older than the stored one (a late
+/// retry) is recorded in the history but does not replace the current state.
+async fn record_consent(
+    conn: &mut Conn,
+    env: &EnvironmentId,
+    user_key: &str,
+    message: &Message,
+    time: DateTime<Utc>,
+) -> Result<()> {
+    let preferences = message
+        .context
+        .get("consent")
+        .and_then(|c| c.get("categoryPreferences"));
+    let Some(preferences) = preferences.filter(|p| p.is_object()) else {
+        return Ok(());
+    };
+
+    let row =
+        sqlx::query("SELECT consent, consent_at FROM users WHERE environment_id = $1 AND id = $2")
+            .bind(env.as_str())
+            .bind(user_key)
+            .fetch_one(&mut *conn)
+            .await?;
+    let current = row
+        .try_get::<Option<Json<Value>>, _>("consent")?
+        .map(|json| json.0);
+    let current_at: Option<DateTime<Utc>> = row.try_get("consent_at")?;
+    if current.as_ref() == Some(preferences) {
+        return Ok(());
+    }
+
+    if current_at.is_none_or(|at| time >= at) {
+        sqlx::query(
+            "UPDATE users SET consent = $1, consent_at = $2 WHERE environment_id = $3 AND id = $4",
+        )
+        .bind(Json(preferences))
+        .bind(time)
+        .bind(env.as_str())
+        .bind(user_key)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let source = match (message.kind, &message.event) {
+        (MessageType::Track, Some(event)) => event.clone(),
+        (kind, _) => kind.as_str().to_owned(),
+    };
+    sqlx::query(
+        "INSERT INTO consent_records (environment_id, id, user_key, preferences, source, recorded_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(env.as_str())
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(user_key)
+    .bind(Json(preferences))
+    .bind(source)
+    .bind(time)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_event(
+    conn: &mut Conn,
+    env: &EnvironmentId,
+    user_key: &str,
+    message_id: &str,
+    accepted: &Accepted,
+    received_at: DateTime<Utc>,
+) -> Result<()> {
+    let message = &accepted.message;
+    let (name, properties) = match message.kind {
+        MessageType::Group => (message.group_id.as_deref(), message.traits.as_ref()),
+        MessageType::Alias => (message.previous_id.as_deref(), None),
+        _ => (message.name.as_deref(), message.properties.as_ref()),
+    };
+    let empty = Map::new();
+
+    sqlx::query(
+        "INSERT INTO events (environment_id, message_id, user_key, type, event, name, \
+         properties, context, timestamp, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (environment_id, message_id) DO NOTHING",
+    )
+    .bind(env.as_str())
+    .bind(message_id)
+    .bind(user_key)
+    .bind(message.kind.as_str())
+    .bind(message.event.as_deref())
+    .bind(name)
+    .bind(Json(properties.unwrap_or(&empty)))
+    .bind(Json(&message.context))
+    .bind(accepted.time)
+    .bind(received_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_response(
+    conn: &mut Conn,
+    env: &EnvironmentId,
+    user_key: &str,
+    message_id: &str,
+    accepted: &Accepted,
+    received_at: DateTime<Utc>,
+) -> Result<()> {
+    let message = &accepted.message;
+    sqlx::query(
+        "INSERT INTO responses (environment_id, message_id, user_key, survey_id, answers, \
+         timestamp, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (environment_id, message_id) DO NOTHING",
+    )
+    .bind(env.as_str())
+    .bind(message_id)
+    .bind(user_key)
+    .bind(message.survey_id.as_deref().unwrap_or_default())
+    .bind(Json(message.answers.as_ref().unwrap_or(&Value::Null)))
+    .bind(accepted.time)
+    .bind(received_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

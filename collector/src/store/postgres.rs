@@ -1,0 +1,38 @@
+//! PostgreSQL, for several collectors behind a load balancer and for data past one
+//! machine's disk. Selected by a `postgres://` or `postgresql://` database URL.
+//!
+//! Reads and writes share one pool; PostgreSQL handles concurrent transactions itself.
+//! Commits are durable under PostgreSQL's default `synchronous_commit = on`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::PgPoolOptions;
+
+/// This backend's sqlx database type, for the shared queries.
+pub type Db = sqlx::Postgres;
+
+include!("backend.rs");
+
+/// Connects to PostgreSQL at `url` and migrates the database.
+///
+/// # Errors
+///
+/// When the server cannot be reached or a migration fails.
+pub async fn open(url: &str) -> anyhow::Result<Backend> {
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .context("while connecting to PostgreSQL")?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&pool)
+        .await
+        .context("while migrating the PostgreSQL database")?;
+
+    Ok(Backend {
+        writer: pool.clone(),
+        reader: pool,
+    })
+}

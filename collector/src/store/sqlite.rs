@@ -1,0 +1,48 @@
+//! Embedded SQLite, the default backend: one file in the data folder, no other service.
+//!
+//! The database runs in WAL mode with `synchronous = FULL`, so a committed transaction
+//! survives a crash or power loss before the collector acknowledges it. All writes share
+//! one connection (see [`Backend`]); reads use a pool of read-only connections beside it.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+/// This backend's sqlx database type, for the shared queries.
+pub type Db = sqlx::Sqlite;
+
+include!("backend.rs");
+
+/// Opens (creating if needed) the SQLite database at `url` and migrates it.
+///
+/// # Errors
+///
+/// When the URL is malformed, the file cannot be opened, or a migration fails.
+pub async fn open(url: &str) -> anyhow::Result<Backend> {
+    let options = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("while reading the SQLite URL `{url}`"))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .context("while opening the SQLite database")?;
+    sqlx::migrate!("./migrations/sqlite")
+        .run(&writer)
+        .await
+        .context("while migrating the SQLite database")?;
+    let reader = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.read_only(true))
+        .await
+        .context("while opening the SQLite database for reading")?;
+
+    Ok(Backend { writer, reader })
+}
