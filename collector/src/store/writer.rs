@@ -9,6 +9,8 @@
 //! A group that fails is retried request by request, so one bad request cannot fail the
 //! others it was grouped with.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +35,7 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    transactions: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Job {
@@ -48,8 +51,14 @@ impl Writer {
     /// the requests already handed over are committed; await the handle to wait for that.
     pub fn start(store: Store) -> (Self, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(commit_loop(store, queue));
-        (Self { jobs }, task)
+        let transactions = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(commit_loop(store, queue, transactions.clone()));
+        (Self { jobs, transactions }, task)
+    }
+
+    /// How many write transactions the committer has run so far.
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
     }
 
     /// Stores a request's messages; returns once they are committed.
@@ -69,7 +78,7 @@ impl Writer {
     }
 }
 
-async fn commit_loop(store: Store, mut queue: mpsc::Receiver<Job>) {
+async fn commit_loop(store: Store, mut queue: mpsc::Receiver<Job>, transactions: Arc<AtomicU64>) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
         let mut messages = group[0].batch.messages.len();
@@ -83,11 +92,13 @@ async fn commit_loop(store: Store, mut queue: mpsc::Receiver<Job>) {
             }
         }
 
-        commit_group(&store, group, messages).await;
+        let count = commit_group(&store, group, messages).await;
+        transactions.fetch_add(count, Ordering::Relaxed);
     }
 }
 
-async fn commit_group(store: &Store, group: Vec<Job>, messages: usize) {
+/// Commits a group; returns how many transactions that took.
+async fn commit_group(store: &Store, group: Vec<Job>, messages: usize) -> u64 {
     let started = Instant::now();
     let batches: Vec<&WriteBatch> = group.iter().map(|job| &job.batch).collect();
     let outcome = store.store_batches(&batches).await;
@@ -99,14 +110,17 @@ async fn commit_group(store: &Store, group: Vec<Job>, messages: usize) {
                 // The requester may have gone (client disconnected); the data is stored.
                 let _ = job.reply.send(Ok(report));
             }
+            1
         }
         Err(error) if group.len() == 1 => {
             if let Some(job) = group.into_iter().next() {
                 let _ = job.reply.send(Err(error));
             }
+            1
         }
         Err(error) => {
             tracing::warn!(error = %error, group.requests = group.len(), "group commit failed; committing its requests one by one");
+            let retries = 1 + group.len() as u64;
             for job in group {
                 let started = Instant::now();
                 let count = job.batch.messages.len();
@@ -115,6 +129,65 @@ async fn commit_group(store: &Store, group: Vec<Job>, messages: usize) {
                 let outcome = outcome.map(|reports| reports.into_iter().next().unwrap_or_default());
                 let _ = job.reply.send(outcome);
             }
+            retries
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use ebb_protocol::{Message, MessageType, UserId};
+
+    use super::*;
+    use crate::store::{Accepted, EnvironmentId};
+
+    fn batch(environment: &EnvironmentId, user: &str) -> WriteBatch {
+        let mut message = Message::new(MessageType::Track);
+        message.user_id = Some(UserId::new(user));
+        message.event = Some("Grouped".into());
+        WriteBatch {
+            environment: environment.clone(),
+            messages: vec![Accepted {
+                message,
+                time: Utc::now(),
+            }],
+            received_at: Utc::now(),
+        }
+    }
+
+    // On a single-threaded runtime the requests below all reach the committer's queue
+    // before it runs again, so they must share one transaction.
+    #[tokio::test(flavor = "current_thread")]
+    async fn requests_waiting_together_share_one_transaction() {
+        let folder = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", folder.path().join("ebb.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let environment = store
+            .create_environment("test", "wk", None)
+            .await
+            .unwrap()
+            .id;
+        let (writer, committer) = Writer::start(store.clone());
+
+        let requests: Vec<_> = (0..10)
+            .map(|user| {
+                let writer = writer.clone();
+                let batch = batch(&environment, &format!("u{user}"));
+                tokio::spawn(async move { writer.write(batch).await })
+            })
+            .collect();
+        let mut reports = Vec::new();
+        for request in requests {
+            reports.push(request.await.unwrap().unwrap());
+        }
+        let transactions = writer.transactions();
+        drop(writer);
+        committer.await.unwrap();
+        let stored = store.user_profile(&environment, "u9").await.unwrap();
+
+        assert!(reports.iter().all(|report| report.stored == 1));
+        assert_eq!(transactions, 1);
+        assert_eq!(stored.unwrap().events.len(), 1);
     }
 }

@@ -280,6 +280,11 @@ impl Collector {
         self.child.wait().unwrap().success()
     }
 
+    /// Waits for the process to exit on its own; returns whether it exited cleanly.
+    pub fn terminate_wait(&mut self) -> bool {
+        self.child.wait().unwrap().success()
+    }
+
     /// Everything the collector logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("collector.log")).unwrap_or_default()

@@ -1,0 +1,362 @@
+//! Operating the collector: the environments API, browser origins, the rate limit,
+//! health and metrics, concurrent load and a graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Collector, TestDb, ADMIN_TOKEN, WRITE_KEY};
+use serde_json::json;
+
+fn track(user: &str, event: &str) -> serde_json::Value {
+    json!({"batch": [{"type": "track", "userId": user, "event": event}]})
+}
+
+#[tokio::test]
+async fn environments_are_created_listed_renamed_and_their_keys_rotated() {
+    let collector = Collector::start();
+
+    let (created, staging) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments",
+            Some(json!({"name": "staging"})),
+        )
+        .await;
+    let old_key = staging["writeKeys"][0].as_str().unwrap().to_owned();
+    let (duplicate, duplicate_body) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments",
+            Some(json!({"name": "staging"})),
+        )
+        .await;
+    let (stored_before, _) = collector
+        .post_as(&old_key, "/v1/batch", &track("ada", "E"))
+        .await;
+    let (renamed, renamed_body) = collector
+        .admin(
+            "PATCH",
+            "/admin/v1/environments/staging",
+            Some(json!({"name": "preview"})),
+        )
+        .await;
+    let (rotated, rotation) = collector
+        .admin("POST", "/admin/v1/environments/preview/write-key", None)
+        .await;
+    let new_key = rotation["writeKey"].as_str().unwrap().to_owned();
+    let (old_after, _) = collector
+        .post_as(&old_key, "/v1/batch", &track("ada", "E"))
+        .await;
+    let (new_after, _) = collector
+        .post_as(&new_key, "/v1/batch", &track("ada", "E"))
+        .await;
+    let (_, list) = collector.admin("GET", "/admin/v1/environments", None).await;
+    let (_, in_default) = collector.user("ada").await;
+    let (_, in_preview) = collector
+        .admin_get("/admin/v1/users/ada?environment=preview", ADMIN_TOKEN)
+        .await;
+
+    assert_eq!(created, 201);
+    assert_eq!(staging["name"], "staging");
+    assert_eq!(duplicate, 409, "{duplicate_body}");
+    assert_eq!(stored_before, 200);
+    assert_eq!(
+        (renamed, renamed_body["name"].clone()),
+        (200, json!("preview"))
+    );
+    assert_eq!(rotated, 200);
+    assert_ne!(new_key, old_key);
+    assert_eq!(old_after, 401, "a rotated-out key stops working at once");
+    assert_eq!(new_after, 200);
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("default"), json!("preview")]);
+    assert_eq!(
+        in_default["error"], "user_not_found",
+        "environments are separate"
+    );
+    assert_eq!(in_preview["events"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn environment_settings_are_validated() {
+    let collector = Collector::start();
+
+    let cases = [
+        ("POST", "/admin/v1/environments", json!({"name": "  "}), 400),
+        (
+            "POST",
+            "/admin/v1/environments",
+            json!({"name": "x".repeat(101)}),
+            400,
+        ),
+        (
+            "POST",
+            "/admin/v1/environments",
+            json!({"nme": "typo"}),
+            400,
+        ),
+        (
+            "PATCH",
+            "/admin/v1/environments/default",
+            json!({"allowedOrigins": ["shop.example"]}),
+            400,
+        ),
+        (
+            "PATCH",
+            "/admin/v1/environments/default",
+            json!({"allowedOrigins": ["https://a/x"]}),
+            400,
+        ),
+        (
+            "PATCH",
+            "/admin/v1/environments/nowhere",
+            json!({"storeIp": true}),
+            404,
+        ),
+    ];
+
+    for (method, path, body, expected) in cases {
+        let (status, reply) = collector.admin(method, path, Some(body.clone())).await;
+        assert_eq!(status, expected, "{method} {path} {body}: {reply}");
+        assert!(
+            reply["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{reply}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn browsers_may_send_from_allowed_origins_only() {
+    let collector = Collector::start();
+    let send_from = |origin: &'static str| {
+        collector
+            .http
+            .post(collector.url("/v1/batch"))
+            .header("origin", origin)
+            .header("content-type", "text/plain")
+            .body(json!({"writeKey": WRITE_KEY, "batch": [{"type": "track", "userId": "ada", "event": origin}]}).to_string())
+            .send()
+    };
+
+    let preflight = collector
+        .http
+        .request(reqwest::Method::OPTIONS, collector.url("/v1/batch"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    let open = send_from("https://anywhere.example").await.unwrap();
+    let (patched, _) = collector
+        .admin(
+            "PATCH",
+            "/admin/v1/environments/default",
+            Some(json!({"allowedOrigins": ["https://shop.example"]})),
+        )
+        .await;
+    let allowed = send_from("https://shop.example").await.unwrap();
+    let refused = send_from("https://evil.example").await.unwrap();
+
+    assert_eq!(preflight.status().as_u16(), 204);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let allowed_headers = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    assert!(allowed_headers.contains("Authorization"));
+    assert_eq!(
+        open.status().as_u16(),
+        200,
+        "any origin while the list is empty"
+    );
+    assert_eq!(
+        open.headers()["access-control-allow-origin"],
+        "https://anywhere.example"
+    );
+    assert_eq!(patched, 200);
+    assert_eq!(allowed.status().as_u16(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert_eq!(refused.status().as_u16(), 403);
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "origin_not_allowed");
+}
+
+#[tokio::test]
+async fn a_write_key_over_its_rate_limit_is_told_when_to_retry() {
+    let collector = Collector::start_with(&[("EBB_RATE_LIMIT", "2")]);
+
+    let mut answers = Vec::new();
+    for index in 0..6 {
+        let response = collector
+            .http
+            .post(collector.url("/v1/batch"))
+            .basic_auth(WRITE_KEY, Some(""))
+            .json(&track("ada", &format!("E{index}")))
+            .send()
+            .await
+            .unwrap();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        answers.push((response.status().as_u16(), retry_after));
+    }
+    let (_, user) = collector.user("ada").await;
+
+    let limited: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    assert!(!limited.is_empty(), "{answers:?}");
+    assert!(limited.iter().all(|(_, retry)| retry
+        .as_deref()
+        .is_some_and(|s| s.parse::<u64>().unwrap() >= 1)));
+    let accepted = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(
+        user["events"].as_array().unwrap().len(),
+        accepted,
+        "a 429 stores nothing"
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served() {
+    let collector = Collector::start();
+    collector
+        .post(
+            "/v1/batch",
+            &json!({"batch": [
+                {"type": "track", "userId": "ada", "event": "E"},
+                {"type": "track", "event": "No identity"}
+            ]}),
+        )
+        .await;
+
+    let health = collector
+        .http
+        .get(collector.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    let ready = collector
+        .http
+        .get(collector.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = collector
+        .http
+        .get(collector.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(ready.status().as_u16(), 200);
+    for expected in [
+        "ebb_messages_accepted_total 1",
+        "ebb_messages_rejected_total{reason=\"missing_identity\"} 1",
+        "ebb_batch_messages_count 1",
+        "ebb_commit_seconds_bucket",
+        "ebb_commit_group_requests_count",
+        "ebb_db_pool_connections{state=\"idle\"}",
+        "ebb_http_requests_total{route=\"/v1/batch\",status=\"400\"} 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing `{expected}` in\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_batches_are_all_stored() {
+    let collector = Collector::start();
+
+    let requests = (0..40).map(|user| {
+        let batch: Vec<_> = (0..20)
+            .map(|event| json!({"type": "track", "userId": format!("u{user}"), "event": format!("E{event}")}))
+            .collect();
+        let body = json!({"batch": batch});
+        let collector = &collector;
+        async move { collector.post("/v1/batch", &body).await.0 }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    for user in 0..40 {
+        let (_, profile) = collector.user(&format!("u{user}")).await;
+        assert_eq!(
+            profile["events"].as_array().unwrap().len(),
+            20,
+            "user u{user}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish_and_commit() {
+    let temp = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let env = [
+        ("EBB_WRITE_KEY", WRITE_KEY),
+        ("EBB_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let mut collector = Collector::start_in(temp.path(), &db, &env);
+    let body = track("ada", "Sent during shutdown")
+        .to_string()
+        .into_bytes();
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    let (chunks, stream) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let request = collector
+        .http
+        .post(collector.url("/v1/batch"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .body(reqwest::Body::wrap_stream(
+            tokio_stream::wrappers::ReceiverStream::new(stream),
+        ))
+        .send();
+    let pending = tokio::spawn(request);
+
+    chunks.send(Ok(first_half.to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = collector.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    chunks.send(Ok(second_half.to_vec())).await.unwrap();
+    drop(chunks);
+    let response = pending.await.unwrap().unwrap();
+    let exited_cleanly = collector.terminate_wait();
+    let restarted = Collector::start_in(temp.path(), &db, &env);
+    let (_, user) = restarted.user("ada").await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        exited_cleanly,
+        "the collector exits with status 0 after SIGTERM"
+    );
+    assert_eq!(user["events"][0]["event"], "Sent during shutdown");
+}
