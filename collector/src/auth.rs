@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::store::{EnvironmentId, TokenScope};
+use crate::store::{Actor, AdminToken, EnvironmentId, TokenScope};
 
 /// The write key in an HTTP Basic `Authorization` header (the user name; the password is
 /// ignored), if there is one.
@@ -57,13 +57,23 @@ pub fn user_hash_is_valid(secret: &str, user_id: &str, hash: &str) -> bool {
 /// A caller that presented a valid admin token.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    scope: TokenScope,
+    token: AdminToken,
 }
 
 impl Admin {
     /// Whether the token may act on every environment (and so create environments).
     pub fn is_global(&self) -> bool {
-        self.scope == TokenScope::All
+        self.token.scope() == TokenScope::All
+    }
+
+    /// The environment the token is limited to, if it is.
+    pub fn environment(&self) -> Option<&EnvironmentId> {
+        self.token.environment_id.as_ref()
+    }
+
+    /// How the audit log names this caller: the token's id and label.
+    pub fn actor(&self) -> Actor {
+        Actor(format!("token:{} ({})", self.token.id, self.token.label))
     }
 
     /// Checks that the token may act on `environment`.
@@ -72,7 +82,7 @@ impl Admin {
     ///
     /// [`ApiError::Forbidden`] when the token is scoped to another environment.
     pub fn authorize(&self, environment: &EnvironmentId) -> Result<(), ApiError> {
-        match &self.scope {
+        match &self.token.scope() {
             TokenScope::All => Ok(()),
             TokenScope::Environment(id) if id == environment => Ok(()),
             TokenScope::Environment(_) => Err(ApiError::Forbidden),
@@ -92,9 +102,9 @@ impl FromRequest for Admin {
             let token = token.ok_or(ApiError::MissingAdminToken)?;
             let state = state.ok_or_else(|| ApiError::Internal("no app state".into()))?;
 
-            let scope = state.store.admin_token_scope(&token_hash(&token)).await?;
-            match scope {
-                Some(scope) => Ok(Self { scope }),
+            let stored = state.store.admin_token(&token_hash(&token)).await?;
+            match stored {
+                Some(token) => Ok(Self { token }),
                 None => {
                     tracing::warn!(http.route = %"admin", "unknown admin token presented");
                     Err(ApiError::InvalidAdminToken)

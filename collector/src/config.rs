@@ -55,6 +55,10 @@ pub struct Config {
     #[arg(long, env = "EBB_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
 
+    /// Days the ids of a deleted user stay suppressed: messages naming them are dropped.
+    #[arg(long, env = "EBB_SUPPRESSION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub suppression_days: u32,
+
     /// Log line format.
     #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -81,6 +85,7 @@ impl fmt::Debug for Config {
             .field("admin_token", &redact(self.admin_token.is_some()))
             .field("www_dir", &self.www_dir)
             .field("rate_limit", &self.rate_limit)
+            .field("suppression_days", &self.suppression_days)
             .field("log_format", &self.log_format)
             .finish()
     }

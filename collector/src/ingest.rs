@@ -29,7 +29,7 @@ use crate::auth::{basic_write_key, user_hash_is_valid};
 use crate::error::{ApiError, Result};
 use crate::metrics;
 use crate::server::AppState;
-use crate::store::{Accepted, Environment, WriteBatch};
+use crate::store::{Accepted, Environment, WriteBatch, WriteReport};
 
 const BATCH_ROUTES: [&str; 3] = ["/v1/batch", "/v1/import", "/v1/b"];
 
@@ -163,7 +163,7 @@ async fn ingest(req: &HttpRequest, state: &AppState, envelope: Envelope) -> Resu
         .map(|rejection| rejection.error.as_str())
         .collect();
     if accepted.is_empty() {
-        metrics::record_ingest(envelope.items.len(), 0, 0, &reasons);
+        metrics::record_ingest(envelope.items.len(), WriteReport::default(), &reasons);
         tracing::warn!(env.id = %environment.id, message.rejected = rejected.len(), "batch refused");
         return Err(ApiError::AllRejected(rejected));
     }
@@ -176,16 +176,12 @@ async fn ingest(req: &HttpRequest, state: &AppState, envelope: Envelope) -> Resu
     };
     let report = state.writer.write(batch).await?;
 
-    metrics::record_ingest(
-        envelope.items.len(),
-        report.stored,
-        report.duplicates,
-        &reasons,
-    );
+    metrics::record_ingest(envelope.items.len(), report, &reasons);
     tracing::debug!(
         env.id = %environment.id,
         message.stored = report.stored,
         message.duplicates = report.duplicates,
+        message.suppressed = report.suppressed,
         message.rejected = rejected.len(),
         "batch committed"
     );

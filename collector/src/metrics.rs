@@ -7,6 +7,7 @@
 //! | `ebb_http_requests_total` | counter | `route`, `status` |
 //! | `ebb_messages_accepted_total` | counter | |
 //! | `ebb_messages_duplicate_total` | counter | |
+//! | `ebb_messages_suppressed_total` | counter | |
 //! | `ebb_messages_rejected_total` | counter | `reason` |
 //! | `ebb_batch_messages` | histogram | |
 //! | `ebb_commit_seconds` | histogram | `outcome` |
@@ -21,7 +22,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::store::PoolUse;
+use crate::store::{PoolUse, WriteReport};
 
 /// Installs the process-wide recorder; returns the handle that renders the text format.
 ///
@@ -53,10 +54,11 @@ pub fn record_request(route: &str, status: u16) {
 }
 
 /// The outcome of one ingest request's messages.
-pub fn record_ingest(size: usize, stored: usize, duplicates: usize, rejected: &[&str]) {
+pub fn record_ingest(size: usize, report: WriteReport, rejected: &[&str]) {
     histogram!("ebb_batch_messages").record(size as f64);
-    counter!("ebb_messages_accepted_total").increment(stored as u64);
-    counter!("ebb_messages_duplicate_total").increment(duplicates as u64);
+    counter!("ebb_messages_accepted_total").increment(report.stored as u64);
+    counter!("ebb_messages_duplicate_total").increment(report.duplicates as u64);
+    counter!("ebb_messages_suppressed_total").increment(report.suppressed as u64);
     for reason in rejected {
         counter!("ebb_messages_rejected_total", "reason" => (*reason).to_owned()).increment(1);
     }

@@ -33,6 +33,8 @@ pub struct AppState {
     pub default_environment: EnvironmentId,
     /// The default environment's write key, handed to the demo page.
     pub demo_write_key: String,
+    /// Days a deleted user's ids stay suppressed.
+    pub suppression_days: u32,
     /// The per-write-key ingest limit, when one is configured.
     pub rate_limit: Option<RateLimit>,
     /// Renders `/metrics`.
@@ -67,6 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         writer,
         default_environment: boot.environment.id.clone(),
         demo_write_key: boot.write_key.clone(),
+        suppression_days: config.suppression_days,
         rate_limit: NonZeroU32::new(config.rate_limit).map(RateLimit::new),
         metrics,
     });

@@ -66,13 +66,16 @@ CREATE TABLE identities (
 );
 CREATE INDEX identities_by_user ON identities (environment_id, user_key);
 
--- Every message id accepted, of every type, so that a retried batch stores nothing twice.
+-- Every message id accepted, of every type, so that a retried batch stores nothing twice;
+-- with the user it was about, so that deleting the user deletes these rows too.
 CREATE TABLE message_ids (
     environment_id TEXT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
     message_id     TEXT NOT NULL,
+    user_key       TEXT NOT NULL,
     received_at    TEXT NOT NULL,
     PRIMARY KEY (environment_id, message_id)
 );
+CREATE INDEX message_ids_by_user ON message_ids (environment_id, user_key);
 
 -- Activity: track, page, screen, group, alias.
 CREATE TABLE events (

@@ -12,15 +12,13 @@ use sqlx::{Pool, Row};
 
 use crate::error::{ApiError, Result};
 use crate::store::{
-    Accepted, ConsentRecord, Environment, EnvironmentChanges, EnvironmentId, PoolUse, StoredEvent,
-    StoredResponse, TokenScope, UserProfile, WriteBatch, WriteReport,
+    suppression_hash, Accepted, AdminToken, ConsentRecord, Environment, EnvironmentChanges,
+    EnvironmentId, PoolUse, StoredEvent, StoredResponse, TokenScope, UserProfile, WriteBatch,
+    WriteReport,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;
 type DbRow = <Db as sqlx::Database>::Row;
-
-/// The most events returned with one profile; the latest are kept.
-const PROFILE_EVENT_LIMIT: i64 = 1000;
 
 macro_rules! environment_select {
     ($rest:literal) => {
@@ -40,6 +38,30 @@ pub struct Backend {
     writer: Pool<Db>,
     /// Used for reads that may run beside the writes.
     reader: Pool<Db>,
+    /// The instance's key for the keyed hashes of deleted ids.
+    suppression_key: std::sync::Arc<Vec<u8>>,
+}
+
+/// The instance-wide key for suppression hashes: created once, by whichever collector
+/// gets there first, and read by every other.
+async fn load_suppression_key(pool: &Pool<Db>) -> Result<Vec<u8>> {
+    let fresh = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    sqlx::query(
+        "INSERT INTO instance_settings (key, value) VALUES ('suppression_key', $1) \
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(fresh)
+    .execute(pool)
+    .await?;
+    let key: String =
+        sqlx::query_scalar("SELECT value FROM instance_settings WHERE key = 'suppression_key'")
+            .fetch_one(pool)
+            .await?;
+    Ok(key.into_bytes())
 }
 
 fn environment_from_row(row: &DbRow) -> Result<Environment> {
@@ -50,6 +72,17 @@ fn environment_from_row(row: &DbRow) -> Result<Environment> {
         identity_secret: row.try_get("identity_secret")?,
         allowed_origins: row.try_get::<Json<Vec<String>>, _>("allowed_origins")?.0,
         store_ip: row.try_get("store_ip")?,
+    })
+}
+
+fn admin_token_from_row(row: &DbRow) -> Result<AdminToken> {
+    Ok(AdminToken {
+        id: row.try_get("id")?,
+        label: row.try_get("label")?,
+        environment_id: row
+            .try_get::<Option<String>, _>("environment_id")?
+            .map(EnvironmentId::from_stored),
+        created_at: row.try_get("created_at")?,
     })
 }
 
@@ -91,16 +124,31 @@ impl Backend {
         row.as_ref().map(environment_from_row).transpose()
     }
 
-    pub async fn admin_token_scope(&self, token_hash: &str) -> Result<Option<TokenScope>> {
-        let row = sqlx::query("SELECT environment_id FROM admin_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(&self.reader)
+    pub async fn admin_token(&self, token_hash: &str) -> Result<Option<AdminToken>> {
+        let row = sqlx::query(
+            "SELECT id, label, environment_id, created_at FROM admin_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(admin_token_from_row).transpose()
+    }
+
+    pub async fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        let rows = sqlx::query(
+            "SELECT id, label, environment_id, created_at FROM admin_tokens ORDER BY created_at, id",
+        )
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(admin_token_from_row).collect()
+    }
+
+    pub async fn revoke_admin_token(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM admin_tokens WHERE id = $1")
+            .bind(id)
+            .execute(&self.writer)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(match row.try_get::<Option<String>, _>(0)? {
-            Some(id) => TokenScope::Environment(EnvironmentId::from_stored(id)),
-            None => TokenScope::All,
-        }))
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn find_environment(&self, id_or_name: &str) -> Result<Option<Environment>> {
@@ -307,20 +355,20 @@ impl Backend {
 
     pub async fn store_batches(&self, batches: &[&WriteBatch]) -> Result<Vec<WriteReport>> {
         let mut tx = self.writer.begin().await?;
-        let mut session = WriteSession::default();
+        let mut session = WriteSession::new(&self.suppression_key);
         let mut reports = Vec::with_capacity(batches.len());
 
         for batch in batches {
             let mut report = WriteReport::default();
             for accepted in &batch.messages {
                 let env = &batch.environment;
-                if session
+                match session
                     .store(&mut tx, env, accepted, batch.received_at)
                     .await?
                 {
-                    report.stored += 1;
-                } else {
-                    report.duplicates += 1;
+                    Stored::New => report.stored += 1,
+                    Stored::Duplicate => report.duplicates += 1,
+                    Stored::Suppressed => report.suppressed += 1,
                 }
             }
             reports.push(report);
@@ -331,7 +379,12 @@ impl Backend {
         Ok(reports)
     }
 
-    pub async fn user_profile(&self, env: &EnvironmentId, id: &str) -> Result<Option<UserProfile>> {
+    pub async fn user_profile(
+        &self,
+        env: &EnvironmentId,
+        id: &str,
+        event_limit: Option<i64>,
+    ) -> Result<Option<UserProfile>> {
         let row = sqlx::query(
             "SELECT u.id, u.user_id, u.traits, u.consent, u.gpc, u.first_seen, u.last_seen \
              FROM identities i JOIN users u \
@@ -363,7 +416,7 @@ impl Backend {
         )
         .bind(env.as_str())
         .bind(&user_key)
-        .bind(PROFILE_EVENT_LIMIT)
+        .bind(event_limit.unwrap_or(i64::MAX))
         .fetch_all(&self.reader)
         .await?;
         for row in rows.iter().rev() {
@@ -431,51 +484,108 @@ impl Backend {
     }
 }
 
+/// What became of one message.
+enum Stored {
+    New,
+    Duplicate,
+    Suppressed,
+}
+
 /// What one write transaction remembers between messages, so that a batch of many
 /// messages about the same user costs one identity lookup and one activity update.
-#[derive(Default)]
-struct WriteSession {
+struct WriteSession<'k> {
+    suppression_key: &'k [u8],
+    /// (environment, id) → whether the id is suppressed.
+    suppressed: HashMap<(EnvironmentId, String), bool>,
     /// (environment, kind, id) → user key, for identities read or written so far.
     identities: HashMap<(EnvironmentId, &'static str, String), String>,
     /// (environment, user key) → earliest and latest activity seen in this transaction.
     activity: HashMap<(EnvironmentId, String), (DateTime<Utc>, DateTime<Utc>)>,
 }
 
-impl WriteSession {
-    /// Stores one message; false when its message id was stored before.
+impl<'k> WriteSession<'k> {
+    fn new(suppression_key: &'k [u8]) -> Self {
+        Self {
+            suppression_key,
+            suppressed: HashMap::new(),
+            identities: HashMap::new(),
+            activity: HashMap::new(),
+        }
+    }
+
+    /// Whether `id` belongs to a deleted user whose tombstone still stands.
+    async fn is_suppressed(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        id: &str,
+    ) -> Result<bool> {
+        let key = (env.clone(), id.to_owned());
+        if let Some(known) = self.suppressed.get(&key) {
+            return Ok(*known);
+        }
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM suppressions \
+             WHERE environment_id = $1 AND id_hash = $2 AND expires_at > $3",
+        )
+        .bind(env.as_str())
+        .bind(suppression_hash(self.suppression_key, id))
+        .bind(Utc::now())
+        .fetch_optional(&mut *conn)
+        .await?;
+        self.suppressed.insert(key, found.is_some());
+        Ok(found.is_some())
+    }
+
+    /// Stores one message, unless its message id was stored before or it names a
+    /// deleted identity.
     async fn store(
         &mut self,
         conn: &mut Conn,
         env: &EnvironmentId,
         accepted: &Accepted,
         received_at: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Result<Stored> {
         let message = &accepted.message;
+        let ids = [
+            message.user_id.as_ref().map(|id| id.as_str()),
+            message.anonymous_id.as_ref().map(|id| id.as_str()),
+            message.previous_id.as_deref(),
+        ];
+        for id in ids.into_iter().flatten() {
+            if self.is_suppressed(conn, env, id).await? {
+                return Ok(Stored::Suppressed);
+            }
+        }
         let message_id = match &message.message_id {
             Some(id) => id.as_str().to_owned(),
             None => uuid::Uuid::new_v4().to_string(),
         };
-
-        let first_time = sqlx::query(
-            "INSERT INTO message_ids (environment_id, message_id, received_at) \
-             VALUES ($1, $2, $3) ON CONFLICT (environment_id, message_id) DO NOTHING",
-        )
-        .bind(env.as_str())
-        .bind(&message_id)
-        .bind(received_at)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-            == 1;
-        if !first_time {
-            return Ok(false);
-        }
 
         let user_id = message.user_id.as_ref().map(|id| id.as_str());
         let anonymous_id = message.anonymous_id.as_ref().map(|id| id.as_str());
         let user_key = self
             .resolve_user(conn, env, user_id, anonymous_id, accepted.time)
             .await?;
+
+        // Resolving first lets the message id row name its user, so that deleting the user
+        // deletes it too; for a duplicate, resolving changes nothing the original did not.
+        let first_time = sqlx::query(
+            "INSERT INTO message_ids (environment_id, message_id, user_key, received_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (environment_id, message_id) DO NOTHING",
+        )
+        .bind(env.as_str())
+        .bind(&message_id)
+        .bind(&user_key)
+        .bind(received_at)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1;
+        if !first_time {
+            return Ok(Stored::Duplicate);
+        }
+
         if message.kind == MessageType::Alias {
             if let Some(previous) = message.previous_id.as_deref() {
                 self.absorb_previous_identity(conn, env, &user_key, previous)
@@ -509,7 +619,7 @@ impl WriteSession {
         if message.context.get("active") != Some(&Value::Bool(false)) {
             self.note_activity(env, user_key, accepted.time, accepted.time);
         }
-        Ok(true)
+        Ok(Stored::New)
     }
 
     fn note_activity(
@@ -694,6 +804,7 @@ impl WriteSession {
             "UPDATE responses SET user_key = $1 WHERE environment_id = $2 AND user_key = $3",
             "UPDATE consent_records SET user_key = $1 WHERE environment_id = $2 AND user_key = $3",
             "UPDATE identities SET user_key = $1 WHERE environment_id = $2 AND user_key = $3",
+            "UPDATE message_ids SET user_key = $1 WHERE environment_id = $2 AND user_key = $3",
         ] {
             sqlx::query(statement)
                 .bind(into)

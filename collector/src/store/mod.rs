@@ -12,16 +12,20 @@
 //! Every write of more than one statement runs in one transaction, and every value is a
 //! bound parameter. Ingest writes go through the group committer in [`writer`].
 
+pub mod chain;
 mod postgres;
 mod sqlite;
 pub mod writer;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use ebb_protocol::Message;
 use serde::Serialize;
 use serde_json::Value;
+
+pub use chain::{AuditEntry, ChainCheck};
 
 use crate::error::Result;
 
@@ -109,6 +113,30 @@ pub enum TokenScope {
     Environment(EnvironmentId),
 }
 
+/// An admin token as stored: its id, label and scope, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminToken {
+    /// Its id, which the audit log names.
+    pub id: String,
+    /// A name the operator gave it.
+    pub label: String,
+    /// The one environment it is for; none means every environment.
+    pub environment_id: Option<EnvironmentId>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
+impl AdminToken {
+    /// What the token may act on.
+    pub fn scope(&self) -> TokenScope {
+        match &self.environment_id {
+            Some(id) => TokenScope::Environment(id.clone()),
+            None => TokenScope::All,
+        }
+    }
+}
+
 /// A validated message, ready to store.
 #[derive(Debug)]
 pub struct Accepted {
@@ -136,6 +164,49 @@ pub struct WriteReport {
     pub stored: usize,
     /// Messages skipped because their message id was already stored.
     pub duplicates: usize,
+    /// Messages dropped because they name a deleted (suppressed) identity.
+    pub suppressed: usize,
+}
+
+/// Who asked for an action, as the audit log names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+impl Actor {
+    /// The collector's own background work (retention, jobs).
+    pub fn system(what: &str) -> Self {
+        Self(format!("system:{what}"))
+    }
+}
+
+/// Rows removed per table, in the order the tables are named.
+pub type Counts = BTreeMap<String, u64>;
+
+/// Proof of a deletion: what went, and the audit entry that records it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipt {
+    /// The sequence number of the audit entry recording the deletion.
+    pub audit_entry: i64,
+    /// The environment it happened in.
+    pub environment_id: EnvironmentId,
+    /// The keyed hashes of the deleted ids, as kept in the tombstones.
+    pub id_hashes: Vec<String>,
+    /// Rows removed per table.
+    pub removed: Counts,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+/// The keyed hash by which a deleted id is remembered: hex HMAC-SHA256 under the
+/// instance's suppression key, so the tombstone cannot be reversed or checked against a
+/// guessed id without that key.
+pub fn suppression_hash(key: &[u8], id: &str) -> String {
+    use hmac::{Hmac, Mac as _};
+
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// One user as stored: ids, traits, consent, activity.
@@ -286,9 +357,19 @@ impl Store {
         on_backend!(self, b => b.environment_for_write_key(key).await)
     }
 
-    /// The scope of the admin token with this hash, if it is one.
-    pub async fn admin_token_scope(&self, token_hash: &str) -> Result<Option<TokenScope>> {
-        on_backend!(self, b => b.admin_token_scope(token_hash).await)
+    /// The admin token with this hash, if it is one.
+    pub async fn admin_token(&self, token_hash: &str) -> Result<Option<AdminToken>> {
+        on_backend!(self, b => b.admin_token(token_hash).await)
+    }
+
+    /// Every admin token (never the tokens themselves, which are not stored).
+    pub async fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        on_backend!(self, b => b.admin_tokens().await)
+    }
+
+    /// Revokes the admin token with this id; false when there is none.
+    pub async fn revoke_admin_token(&self, id: &str) -> Result<bool> {
+        on_backend!(self, b => b.revoke_admin_token(id).await)
     }
 
     /// The environment with this id, or failing that with this name.
@@ -356,8 +437,79 @@ impl Store {
         on_backend!(self, b => b.store_batches(batches).await)
     }
 
-    /// The user known by `id` (a user id, or failing that an anonymous id).
+    /// The user known by `id` (a user id, or failing that an anonymous id), with at most
+    /// the latest 1,000 events.
     pub async fn user_profile(&self, env: &EnvironmentId, id: &str) -> Result<Option<UserProfile>> {
-        on_backend!(self, b => b.user_profile(env, id).await)
+        on_backend!(self, b => b.user_profile(env, id, Some(1_000)).await)
+    }
+
+    /// Everything stored of the user known by `id`, every event included.
+    pub async fn user_export(&self, env: &EnvironmentId, id: &str) -> Result<Option<UserProfile>> {
+        on_backend!(self, b => b.user_profile(env, id, None).await)
+    }
+
+    /// Deletes the user known by `id` with every record of them, leaves tombstones for
+    /// their ids for `suppression_days`, and records it in the audit log.
+    pub async fn delete_user(
+        &self,
+        env: &EnvironmentId,
+        id: &str,
+        actor: &Actor,
+        suppression_days: u32,
+    ) -> Result<Option<Receipt>> {
+        on_backend!(self, b => b.delete_user(env, id, actor, suppression_days).await)
+    }
+
+    /// Deletes all user data of an environment; keys and settings stay.
+    pub async fn purge_environment(&self, env: &EnvironmentId, actor: &Actor) -> Result<Receipt> {
+        on_backend!(self, b => b.purge_environment(env, actor).await)
+    }
+
+    /// Deletes an environment with all its data, keys and settings.
+    pub async fn delete_environment(&self, env: &EnvironmentId, actor: &Actor) -> Result<Receipt> {
+        on_backend!(self, b => b.delete_environment(env, actor).await)
+    }
+
+    /// Lifts the tombstone of one id, so that the id may be stored again.
+    pub async fn lift_suppression(
+        &self,
+        env: &EnvironmentId,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<bool> {
+        on_backend!(self, b => b.lift_suppression(env, id, actor).await)
+    }
+
+    /// Appends an entry to the audit log.
+    pub async fn audit(
+        &self,
+        env: Option<&EnvironmentId>,
+        actor: &Actor,
+        action: &str,
+        request: Value,
+        counts: Value,
+    ) -> Result<AuditEntry> {
+        on_backend!(self, b => b.audit(env, actor, action, request, counts).await)
+    }
+
+    /// Audit entries, newest first: those before `before` (a sequence number), at most
+    /// `limit`, of one environment or of all.
+    pub async fn audit_entries(
+        &self,
+        env: Option<&EnvironmentId>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        on_backend!(self, b => b.audit_entries(env, before, limit).await)
+    }
+
+    /// Recomputes the whole audit chain.
+    pub async fn verify_audit(&self) -> Result<ChainCheck> {
+        on_backend!(self, b => b.verify_audit().await)
+    }
+
+    /// The instance's key for suppression hashes.
+    pub fn suppression_key(&self) -> &[u8] {
+        on_backend!(self, b => b.suppression_key())
     }
 }

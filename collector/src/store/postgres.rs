@@ -12,7 +12,12 @@ use sqlx::postgres::PgPoolOptions;
 /// This backend's sqlx database type, for the shared queries.
 pub type Db = sqlx::Postgres;
 
+/// Appending to the audit chain reads its head and writes after it; this lock makes
+/// concurrent appends from several collectors take turns (plain reads still run).
+const AUDIT_LOCK: Option<&str> = Some("LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE");
+
 include!("backend.rs");
+include!("lifecycle.rs");
 
 /// Connects to PostgreSQL at `url` and migrates the database.
 ///
@@ -31,8 +36,10 @@ pub async fn open(url: &str) -> anyhow::Result<Backend> {
         .await
         .context("while migrating the PostgreSQL database")?;
 
+    let suppression_key = std::sync::Arc::new(load_suppression_key(&pool).await?);
     Ok(Backend {
         writer: pool.clone(),
         reader: pool,
+        suppression_key,
     })
 }

@@ -13,7 +13,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 /// This backend's sqlx database type, for the shared queries.
 pub type Db = sqlx::Sqlite;
 
+/// SQLite serialises every write transaction through the one writer connection, so
+/// appending to the audit chain needs no lock of its own.
+const AUDIT_LOCK: Option<&str> = None;
+
 include!("backend.rs");
+include!("lifecycle.rs");
 
 /// Opens (creating if needed) the SQLite database at `url` and migrates it.
 ///
@@ -44,5 +49,10 @@ pub async fn open(url: &str) -> anyhow::Result<Backend> {
         .await
         .context("while opening the SQLite database for reading")?;
 
-    Ok(Backend { writer, reader })
+    let suppression_key = std::sync::Arc::new(load_suppression_key(&writer).await?);
+    Ok(Backend {
+        writer,
+        reader,
+        suppression_key,
+    })
 }

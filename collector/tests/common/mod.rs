@@ -99,6 +99,8 @@ fn run_on_server(server: &str, statement: &str) -> Result<(), String> {
 
 pub struct Collector {
     child: Child,
+    /// The database the collector uses, for tests that look at it directly.
+    pub database_url: String,
     pub base: String,
     pub banner: Vec<String>,
     pub data_dir: PathBuf,
@@ -147,9 +149,11 @@ impl Collector {
                     .open(data_dir.join("collector.log"))
                     .unwrap(),
             );
-        if let Some(url) = db.url() {
-            command.env("EBB_DATABASE_URL", url);
-        }
+        let database_url = match db.url() {
+            Some(url) => url,
+            None => format!("sqlite://{}", data_dir.join("ebb.db").display()),
+        };
+        command.env("EBB_DATABASE_URL", &database_url);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -187,6 +191,7 @@ impl Collector {
 
         Self {
             child,
+            database_url,
             base: base.to_owned(),
             banner,
             data_dir: data_dir.to_path_buf(),
@@ -288,6 +293,86 @@ impl Collector {
     /// Everything the collector logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("collector.log")).unwrap_or_default()
+    }
+}
+
+/// Every text value in every column of every table, as `(table, column, value)`: the
+/// tables and columns come from the database's own catalog, not from a list kept here, so
+/// a table added later is searched too.
+pub async fn every_stored_value(database_url: &str) -> Vec<(String, String, String)> {
+    let mut found = Vec::new();
+    if database_url.starts_with("postgres") {
+        let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+        let columns: Vec<(String, String)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        for (table, column) in columns {
+            let sql = format!("SELECT \"{column}\"::text FROM \"{table}\"");
+            let values: Vec<Option<String>> =
+                sqlx::query_scalar(&sql).fetch_all(&mut db).await.unwrap();
+            found.extend(
+                values
+                    .into_iter()
+                    .flatten()
+                    .map(|v| (table.clone(), column.clone(), v)),
+            );
+        }
+    } else {
+        let mut db = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+        for table in tables {
+            let columns: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                    .fetch_all(&mut db)
+                    .await
+                    .unwrap();
+            for column in columns {
+                // As bytes, since some columns (migration checksums) are not UTF-8.
+                let sql = format!("SELECT CAST(\"{column}\" AS BLOB) FROM \"{table}\"");
+                let values: Vec<Option<Vec<u8>>> =
+                    sqlx::query_scalar(&sql).fetch_all(&mut db).await.unwrap();
+                found.extend(values.into_iter().flatten().map(|bytes| {
+                    let value = String::from_utf8_lossy(&bytes).into_owned();
+                    (table.clone(), column.clone(), value)
+                }));
+            }
+        }
+    }
+    assert!(!found.is_empty(), "the catalog walk found nothing at all");
+    found
+}
+
+/// Fails when any stored value anywhere still contains one of `needles` (the ids and
+/// distinctive trait values of a deleted user).
+pub async fn assert_forgotten(database_url: &str, needles: &[&str]) {
+    let leftovers: Vec<_> = every_stored_value(database_url)
+        .await
+        .into_iter()
+        .filter(|(_, _, value)| needles.iter().any(|needle| value.contains(needle)))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "deleted data is still stored: {leftovers:#?}"
+    );
+}
+
+/// Fails unless every one of `needles` is stored somewhere: run before a deletion, it
+/// proves that [`assert_forgotten`] afterwards has something to miss.
+pub async fn assert_stored(database_url: &str, needles: &[&str]) {
+    let values = every_stored_value(database_url).await;
+    for needle in needles {
+        assert!(
+            values.iter().any(|(_, _, value)| value.contains(needle)),
+            "{needle} is not stored"
+        );
     }
 }
 

@@ -1,13 +1,15 @@
-//! The admin API (`/admin/v1/...`): what operators read and do, behind an admin token.
+//! `/admin/v1/environments`: create, list, rename, configure, rotate keys and secrets,
+//! purge and delete environments.
 //!
-//! Environments are named in paths by id or by name. A token scoped to one environment
-//! sees and changes only that one; creating environments takes a token for all of them.
 //! Secrets generated here (write keys, identity secrets) are returned once, in the answer
-//! to the request that made them.
+//! to the request that made them. Purging or deleting an environment asks for its name as
+//! confirmation (`{"confirm": "<name>"}`), since neither can be undone.
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
+use super::authorized;
 use crate::auth::Admin;
 use crate::bootstrap::generate_secret;
 use crate::error::{ApiError, Result};
@@ -17,7 +19,7 @@ use crate::store::{Environment, EnvironmentChanges};
 /// The longest environment name, in characters.
 const MAX_NAME_CHARS: usize = 100;
 
-/// Registers the admin routes.
+/// Registers the routes.
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/admin/v1/environments", web::get().to(list_environments))
@@ -31,6 +33,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::patch().to(update_environment),
         )
         .route(
+            "/admin/v1/environments/{environment}",
+            web::delete().to(delete_environment),
+        )
+        .route(
+            "/admin/v1/environments/{environment}/purge",
+            web::post().to(purge_environment),
+        )
+        .route(
             "/admin/v1/environments/{environment}/write-key",
             web::post().to(rotate_write_key),
         )
@@ -41,8 +51,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(
             "/admin/v1/environments/{environment}/identity-secret",
             web::delete().to(remove_identity_secret),
-        )
-        .route("/admin/v1/users/{id}", web::get().to(get_user));
+        );
 }
 
 /// An environment as the admin API shows it.
@@ -62,17 +71,6 @@ async fn view(state: &AppState, environment: Environment) -> Result<EnvironmentV
         environment,
         write_keys,
     })
-}
-
-/// Finds the environment a path names and checks the token may act on it.
-async fn authorized(state: &AppState, admin: &Admin, id_or_name: &str) -> Result<Environment> {
-    let environment = state
-        .store
-        .find_environment(id_or_name)
-        .await?
-        .ok_or_else(|| ApiError::EnvironmentNotFound(id_or_name.to_owned()))?;
-    admin.authorize(&environment.id)?;
-    Ok(environment)
 }
 
 /// `GET /admin/v1/environments`: every environment the token may see.
@@ -153,6 +151,16 @@ async fn update_environment(
         .await?;
 
     let updated = updated.ok_or_else(|| ApiError::EnvironmentNotFound(path.into_inner()))?;
+    let request = json!({
+        "name": changes.name,
+        "allowedOrigins": changes.allowed_origins,
+        "storeIp": changes.store_ip,
+    });
+    let id = Some(&updated.id);
+    state
+        .store
+        .audit(id, &admin.actor(), "update_environment", request, json!({}))
+        .await?;
     tracing::info!(env.id = %updated.id, "environment settings changed");
     Ok(HttpResponse::Ok().json(view(&state, updated).await?))
 }
@@ -173,7 +181,7 @@ async fn rotate_write_key(
         .await?;
 
     tracing::info!(env.id = %environment.id, "write key rotated");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "writeKey": write_key })))
+    Ok(HttpResponse::Ok().json(json!({ "writeKey": write_key })))
 }
 
 /// `POST /admin/v1/environments/{environment}/identity-secret`: turns identity
@@ -196,7 +204,7 @@ async fn rotate_identity_secret(
         .await?;
 
     tracing::info!(env.id = %environment.id, "identity secret set");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "identitySecret": secret })))
+    Ok(HttpResponse::Ok().json(json!({ "identitySecret": secret })))
 }
 
 /// `DELETE /admin/v1/environments/{environment}/identity-secret`: verification off.
@@ -218,35 +226,6 @@ async fn remove_identity_secret(
 
     tracing::info!(env.id = %environment.id, "identity verification turned off");
     Ok(HttpResponse::NoContent().finish())
-}
-
-/// Selects the environment an admin request is about; the default one when absent.
-#[derive(Debug, Deserialize)]
-pub struct EnvironmentQuery {
-    /// The environment's id or name.
-    environment: Option<String>,
-}
-
-/// `GET /admin/v1/users/{id}`: one user's ids, traits, consent, events and responses;
-/// `id` is a user id or an anonymous id.
-async fn get_user(
-    admin: Admin,
-    id: web::Path<String>,
-    query: web::Query<EnvironmentQuery>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    let default = state.default_environment.as_str();
-    let environment = authorized(
-        &state,
-        &admin,
-        query.environment.as_deref().unwrap_or(default),
-    )
-    .await?;
-
-    let profile = state.store.user_profile(&environment.id, &id).await?;
-
-    let profile = profile.ok_or(ApiError::UserNotFound)?;
-    Ok(HttpResponse::Ok().json(profile))
 }
 
 fn valid_name(name: &str) -> Result<String> {
@@ -282,4 +261,66 @@ fn valid_origins(origins: Vec<String>) -> Result<Vec<String>> {
         }
     }
     Ok(origins)
+}
+
+/// The confirmation that purging or deleting an environment asks for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Confirmation {
+    confirm: String,
+}
+
+fn confirmed(environment: &Environment, confirmation: Option<&Confirmation>) -> Result<()> {
+    match confirmation {
+        Some(c) if c.confirm == environment.name => Ok(()),
+        _ => Err(ApiError::InvalidRequest(format!(
+            "this cannot be undone: confirm with {{\"confirm\": \"{}\"}}, the environment's name",
+            environment.name
+        ))),
+    }
+}
+
+/// `POST /admin/v1/environments/{environment}/purge` `{"confirm": "<name>"}`: deletes all
+/// user data of the environment at once; the environment, its keys and settings remain.
+async fn purge_environment(
+    admin: Admin,
+    path: web::Path<String>,
+    body: Option<web::Json<Confirmation>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let environment = authorized(&state, &admin, &path).await?;
+    confirmed(&environment, body.as_deref())?;
+
+    let receipt = state
+        .store
+        .purge_environment(&environment.id, &admin.actor())
+        .await?;
+
+    tracing::info!(env.id = %environment.id, user.count = receipt.removed.get("users"), "environment purged");
+    Ok(HttpResponse::Ok().json(receipt))
+}
+
+/// `DELETE /admin/v1/environments/{environment}` `{"confirm": "<name>"}`: removes the
+/// environment with all its data, keys and settings; its write keys stop working at once.
+/// The default environment, which the demo site uses, can be purged but not deleted.
+async fn delete_environment(
+    admin: Admin,
+    path: web::Path<String>,
+    body: Option<web::Json<Confirmation>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let environment = authorized(&state, &admin, &path).await?;
+    confirmed(&environment, body.as_deref())?;
+    if environment.id == state.default_environment {
+        let message = "the default environment cannot be deleted; purge it instead";
+        return Err(ApiError::Conflict(message.into()));
+    }
+
+    let receipt = state
+        .store
+        .delete_environment(&environment.id, &admin.actor())
+        .await?;
+
+    tracing::info!(env.id = %environment.id, user.count = receipt.removed.get("users"), "environment deleted");
+    Ok(HttpResponse::Ok().json(receipt))
 }

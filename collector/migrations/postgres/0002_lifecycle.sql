@@ -1,0 +1,56 @@
+-- The data lifecycle: retention rules, suppression tombstones, the audit chain, deletion
+-- jobs, and leases that keep several collectors from doing the same background work.
+
+ALTER TABLE environments ADD COLUMN retention_days INTEGER;
+ALTER TABLE environments ADD COLUMN retention_days_without_response INTEGER;
+
+-- A tombstone per id of a deleted user: the keyed hash of the id, never the id itself, so
+-- that messages still in flight cannot bring the user back.
+CREATE TABLE suppressions (
+    environment_id TEXT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+    id_hash        TEXT NOT NULL,
+    created_at     TIMESTAMPTZ NOT NULL,
+    expires_at     TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (environment_id, id_hash)
+);
+
+-- Every admin action and deletion, hash-chained. No foreign key: entries outlive the
+-- environments they speak of. No personal data: ids appear only as keyed hashes.
+CREATE TABLE audit_entries (
+    seq            BIGINT PRIMARY KEY NOT NULL,
+    environment_id TEXT,
+    at             TIMESTAMPTZ NOT NULL,
+    actor          TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    request        JSONB NOT NULL,
+    counts         JSONB NOT NULL,
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL
+);
+
+-- Long deletions (a segment) run as jobs that any collector can pick up and resume.
+CREATE TABLE jobs (
+    environment_id   TEXT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+    id               TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    filter           JSONB NOT NULL,
+    status           TEXT NOT NULL,
+    total            BIGINT NOT NULL,
+    done             BIGINT NOT NULL DEFAULT 0,
+    counts           JSONB NOT NULL DEFAULT '{}',
+    requested_by     TEXT NOT NULL,
+    error            TEXT,
+    created_at       TIMESTAMPTZ NOT NULL,
+    updated_at       TIMESTAMPTZ NOT NULL,
+    lease_owner      TEXT,
+    lease_expires_at TIMESTAMPTZ,
+    PRIMARY KEY (environment_id, id)
+);
+
+-- Named leases: who may run a piece of background work until when, and when it last ran.
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY NOT NULL,
+    owner       TEXT NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL,
+    last_run_at TIMESTAMPTZ
+);

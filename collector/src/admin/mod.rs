@@ -1,0 +1,52 @@
+//! The admin API (`/admin/v1/...`): what operators read and do, behind an admin token.
+//!
+//! Environments are named in paths by id or by name. A token scoped to one environment
+//! sees and changes only that one; creating environments and tokens takes a token for all
+//! of them. Every change, deletion and export is written to the audit log.
+
+mod audit;
+mod environments;
+mod tokens;
+mod users;
+
+use actix_web::web;
+use serde::Deserialize;
+
+use crate::auth::Admin;
+use crate::error::{ApiError, Result};
+use crate::server::AppState;
+use crate::store::Environment;
+
+/// Registers every admin route.
+pub fn routes(config: &mut web::ServiceConfig) {
+    environments::routes(config);
+    users::routes(config);
+    audit::routes(config);
+    tokens::routes(config);
+}
+
+/// Finds the environment a path or query names and checks the token may act on it.
+async fn authorized(state: &AppState, admin: &Admin, id_or_name: &str) -> Result<Environment> {
+    let environment = state
+        .store
+        .find_environment(id_or_name)
+        .await?
+        .ok_or_else(|| ApiError::EnvironmentNotFound(id_or_name.to_owned()))?;
+    admin.authorize(&environment.id)?;
+    Ok(environment)
+}
+
+/// Selects the environment a request about users is for: `?environment=<id or name>`;
+/// without it, the token's own environment, or the default one.
+#[derive(Debug, Deserialize)]
+struct EnvironmentQuery {
+    environment: Option<String>,
+}
+
+impl EnvironmentQuery {
+    async fn resolve(&self, state: &AppState, admin: &Admin) -> Result<Environment> {
+        let fallback = admin.environment().unwrap_or(&state.default_environment);
+        let named = self.environment.as_deref().unwrap_or(fallback.as_str());
+        authorized(state, admin, named).await
+    }
+}

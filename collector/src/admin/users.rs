@@ -1,0 +1,214 @@
+//! `/admin/v1/users/{id}`: read, export and delete one user, and lift a tombstone.
+//!
+//! `{id}` is a user id or an anonymous id. Export gives every stored record of the user,
+//! as JSON (the right of access) or as NDJSON Segment batches that another
+//! Segment-compatible system, or another Ebb environment, can import (portability).
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::EnvironmentQuery;
+use crate::auth::Admin;
+use crate::error::{ApiError, Result};
+use crate::server::AppState;
+use crate::store::{suppression_hash, UserProfile};
+
+/// Messages per exported batch line, well inside the collector's batch limit.
+const EXPORT_BATCH_MESSAGES: usize = 100;
+
+/// Registers the routes.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/admin/v1/users/{id}", web::get().to(get_user))
+        .route("/admin/v1/users/{id}", web::delete().to(delete_user))
+        .route("/admin/v1/users/{id}/export", web::get().to(export_user))
+        .route(
+            "/admin/v1/suppressions/{id}",
+            web::delete().to(lift_suppression),
+        );
+}
+
+/// `GET /admin/v1/users/{id}`: ids, traits, consent and its history, first and last seen,
+/// the latest 1,000 events and the survey responses.
+async fn get_user(
+    admin: Admin,
+    id: web::Path<String>,
+    query: web::Query<EnvironmentQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let environment = query.resolve(&state, &admin).await?;
+
+    let profile = state.store.user_profile(&environment.id, &id).await?;
+
+    Ok(HttpResponse::Ok().json(profile.ok_or(ApiError::UserNotFound)?))
+}
+
+/// `DELETE /admin/v1/users/{id}`: deletes the user and every record of theirs in one
+/// transaction, leaves tombstones for all their ids, and answers with the receipt.
+async fn delete_user(
+    admin: Admin,
+    id: web::Path<String>,
+    query: web::Query<EnvironmentQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let environment = query.resolve(&state, &admin).await?;
+
+    let receipt = state
+        .store
+        .delete_user(&environment.id, &id, &admin.actor(), state.suppression_days)
+        .await?;
+
+    let receipt = receipt.ok_or(ApiError::UserNotFound)?;
+    tracing::info!(env.id = %environment.id, audit.seq = receipt.audit_entry, "user deleted");
+    Ok(HttpResponse::Ok().json(receipt))
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportQuery {
+    environment: Option<String>,
+    format: Option<String>,
+}
+
+/// `GET /admin/v1/users/{id}/export?format=json|ndjson`.
+async fn export_user(
+    admin: Admin,
+    id: web::Path<String>,
+    query: web::Query<ExportQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let ndjson = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("ndjson") => true,
+        Some(other) => {
+            let message = format!("unknown export format `{other}`; use json or ndjson");
+            return Err(ApiError::InvalidRequest(message));
+        }
+    };
+    let selector = EnvironmentQuery {
+        environment: query.environment.clone(),
+    };
+    let environment = selector.resolve(&state, &admin).await?;
+
+    let profile = state.store.user_export(&environment.id, &id).await?;
+
+    let profile = profile.ok_or(ApiError::UserNotFound)?;
+    let id_hash = suppression_hash(state.store.suppression_key(), &id);
+    let request = json!({ "idHash": id_hash, "format": if ndjson { "ndjson" } else { "json" } });
+    let counts = json!({ "events": profile.events.len(), "responses": profile.responses.len() });
+    state
+        .store
+        .audit(
+            Some(&environment.id),
+            &admin.actor(),
+            "export_user",
+            request,
+            counts,
+        )
+        .await?;
+    if ndjson {
+        Ok(HttpResponse::Ok()
+            .content_type("application/x-ndjson")
+            .body(to_batches(&profile)))
+    } else {
+        Ok(HttpResponse::Ok().json(profile))
+    }
+}
+
+/// `DELETE /admin/v1/suppressions/{id}?environment=…`: lifts the tombstone of a deleted
+/// id, so that data about it may be stored again.
+async fn lift_suppression(
+    admin: Admin,
+    id: web::Path<String>,
+    query: web::Query<EnvironmentQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let environment = query.resolve(&state, &admin).await?;
+
+    let lifted = state
+        .store
+        .lift_suppression(&environment.id, &id, &admin.actor())
+        .await?;
+
+    if lifted {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// The user's records as Segment messages, one batch per line: an `identify` per id the
+/// user had (so that an import joins them again), then every event and response with its
+/// original message id and time.
+fn to_batches(profile: &UserProfile) -> String {
+    let mut messages = Vec::new();
+    let mut ids = Map::new();
+    if let Some(user_id) = &profile.user_id {
+        ids.insert("userId".into(), json!(user_id));
+    }
+    let first_anonymous = profile.anonymous_ids.first().map(String::as_str);
+    if profile.user_id.is_none() {
+        ids.insert("anonymousId".into(), json!(first_anonymous));
+    }
+
+    let mut identify = ids.clone();
+    identify.insert("type".into(), json!("identify"));
+    identify.insert("traits".into(), profile.traits.clone());
+    identify.insert("timestamp".into(), json!(profile.first_seen));
+    if let Some(consent) = &profile.consent {
+        identify.insert(
+            "context".into(),
+            json!({ "consent": { "categoryPreferences": consent } }),
+        );
+    }
+    messages.push(Value::Object(identify));
+    for anonymous_id in &profile.anonymous_ids {
+        let mut link = ids.clone();
+        link.insert("type".into(), json!("identify"));
+        link.insert("anonymousId".into(), json!(anonymous_id));
+        link.insert("timestamp".into(), json!(profile.first_seen));
+        messages.push(Value::Object(link));
+    }
+
+    for event in &profile.events {
+        let mut message = ids.clone();
+        message.insert("type".into(), json!(event.kind));
+        message.insert("messageId".into(), json!(event.message_id));
+        message.insert("timestamp".into(), json!(event.timestamp));
+        message.insert("context".into(), event.context.clone());
+        match event.kind.as_str() {
+            "track" => {
+                message.insert("event".into(), json!(event.event));
+                message.insert("properties".into(), event.properties.clone());
+            }
+            "group" => {
+                message.insert("groupId".into(), json!(event.name));
+                message.insert("traits".into(), event.properties.clone());
+            }
+            "alias" => {
+                message.insert("previousId".into(), json!(event.name));
+            }
+            _ => {
+                message.insert("name".into(), json!(event.name));
+                message.insert("properties".into(), event.properties.clone());
+            }
+        }
+        messages.push(Value::Object(message));
+    }
+    for response in &profile.responses {
+        let mut message = ids.clone();
+        message.insert("type".into(), json!("response"));
+        message.insert("messageId".into(), json!(response.message_id));
+        message.insert("timestamp".into(), json!(response.timestamp));
+        message.insert("surveyId".into(), json!(response.survey_id));
+        message.insert("answers".into(), response.answers.clone());
+        messages.push(Value::Object(message));
+    }
+
+    let mut lines = String::new();
+    for chunk in messages.chunks(EXPORT_BATCH_MESSAGES) {
+        lines.push_str(&json!({ "batch": chunk }).to_string());
+        lines.push('\n');
+    }
+    lines
+}

@@ -1,0 +1,366 @@
+// Deleting and auditing, for both backends. Like backend.rs, this file is compiled into
+// each backend module (see the `store` module docs), so it holds no inner attributes.
+
+use crate::store::chain::{self, AuditEntry, ChainCheck, GENESIS};
+use crate::store::{Actor, Counts, Receipt};
+
+/// The tables that hold a user's records, children first, with the name each has in
+/// receipts and audit counts.
+const USER_TABLES: [(&str, &str); 6] = [
+    ("message_ids", "messageIds"),
+    ("events", "events"),
+    ("responses", "responses"),
+    ("consent_records", "consentRecords"),
+    ("identities", "identities"),
+    ("users", "users"),
+];
+
+impl Backend {
+    pub fn suppression_key(&self) -> &[u8] {
+        &self.suppression_key
+    }
+
+    pub async fn delete_user(
+        &self,
+        env: &EnvironmentId,
+        id: &str,
+        actor: &Actor,
+        suppression_days: u32,
+    ) -> Result<Option<Receipt>> {
+        let mut tx = self.writer.begin().await?;
+
+        let user_key: Option<String> = sqlx::query_scalar(
+            "SELECT user_key FROM identities WHERE environment_id = $1 AND value = $2 \
+             ORDER BY kind DESC LIMIT 1",
+        )
+        .bind(env.as_str())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user_key) = user_key else {
+            return Ok(None);
+        };
+        let expires_at = Utc::now() + chrono::Duration::days(i64::from(suppression_days));
+        let (counts, id_hashes) =
+            erase_users(&mut tx, env, &[user_key], &self.suppression_key, expires_at).await?;
+        let request = serde_json::json!({ "idHashes": id_hashes });
+        let entry = append_audit(
+            &mut tx,
+            Some(env),
+            actor,
+            "delete_user",
+            request,
+            counts_json(&counts),
+        )
+        .await?;
+
+        tx.commit().await?;
+        Ok(Some(receipt(entry, env, id_hashes, counts)))
+    }
+
+    pub async fn purge_environment(&self, env: &EnvironmentId, actor: &Actor) -> Result<Receipt> {
+        let mut tx = self.writer.begin().await?;
+
+        let counts = delete_all_user_rows(&mut tx, env).await?;
+        let entry = append_audit(
+            &mut tx,
+            Some(env),
+            actor,
+            "purge_environment",
+            serde_json::json!({}),
+            counts_json(&counts),
+        )
+        .await?;
+
+        tx.commit().await?;
+        Ok(receipt(entry, env, Vec::new(), counts))
+    }
+
+    pub async fn delete_environment(&self, env: &EnvironmentId, actor: &Actor) -> Result<Receipt> {
+        let mut tx = self.writer.begin().await?;
+
+        let mut counts = delete_all_user_rows(&mut tx, env).await?;
+        for (table, name) in [
+            ("suppressions", "suppressions"),
+            ("jobs", "jobs"),
+            ("admin_tokens", "adminTokens"),
+            ("write_keys", "writeKeys"),
+            ("environments", "environments"),
+        ] {
+            let column = if table == "environments" {
+                "id"
+            } else {
+                "environment_id"
+            };
+            // Table and column names are constants of this function, never input.
+            let sql = format!("DELETE FROM {table} WHERE {column} = $1");
+            let done = sqlx::query(&sql)
+                .bind(env.as_str())
+                .execute(&mut *tx)
+                .await?;
+            counts.insert(name.to_owned(), done.rows_affected());
+        }
+        let entry = append_audit(
+            &mut tx,
+            Some(env),
+            actor,
+            "delete_environment",
+            serde_json::json!({}),
+            counts_json(&counts),
+        )
+        .await?;
+
+        tx.commit().await?;
+        Ok(receipt(entry, env, Vec::new(), counts))
+    }
+
+    pub async fn lift_suppression(
+        &self,
+        env: &EnvironmentId,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<bool> {
+        let id_hash = suppression_hash(&self.suppression_key, id);
+        let mut tx = self.writer.begin().await?;
+
+        let lifted =
+            sqlx::query("DELETE FROM suppressions WHERE environment_id = $1 AND id_hash = $2")
+                .bind(env.as_str())
+                .bind(&id_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if lifted > 0 {
+            let request = serde_json::json!({ "idHash": id_hash });
+            let counts = serde_json::json!({ "suppressions": lifted });
+            append_audit(
+                &mut tx,
+                Some(env),
+                actor,
+                "lift_suppression",
+                request,
+                counts,
+            )
+            .await?;
+        }
+
+        tx.commit().await?;
+        Ok(lifted > 0)
+    }
+
+    pub async fn audit(
+        &self,
+        env: Option<&EnvironmentId>,
+        actor: &Actor,
+        action: &str,
+        request: Value,
+        counts: Value,
+    ) -> Result<AuditEntry> {
+        let mut tx = self.writer.begin().await?;
+        let entry = append_audit(&mut tx, env, actor, action, request, counts).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    pub async fn audit_entries(
+        &self,
+        env: Option<&EnvironmentId>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, environment_id, at, actor, action, request, counts, prev_hash, hash \
+             FROM audit_entries \
+             WHERE ($1 IS NULL OR environment_id = $1) AND ($2 IS NULL OR seq < $2) \
+             ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(env.map(EnvironmentId::as_str))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    pub async fn verify_audit(&self) -> Result<ChainCheck> {
+        let rows = sqlx::query(
+            "SELECT seq, environment_id, at, actor, action, request, counts, prev_hash, hash \
+             FROM audit_entries ORDER BY seq",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let entries: Vec<AuditEntry> = rows.iter().map(audit_from_row).collect::<Result<_>>()?;
+        Ok(chain::verify(&entries))
+    }
+}
+
+fn receipt(
+    entry: AuditEntry,
+    env: &EnvironmentId,
+    id_hashes: Vec<String>,
+    removed: Counts,
+) -> Receipt {
+    Receipt {
+        audit_entry: entry.seq,
+        environment_id: env.clone(),
+        id_hashes,
+        removed,
+        at: entry.at,
+    }
+}
+
+fn counts_json(counts: &Counts) -> Value {
+    serde_json::to_value(counts).unwrap_or(Value::Null)
+}
+
+fn audit_from_row(row: &DbRow) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: row.try_get("seq")?,
+        environment_id: row.try_get("environment_id")?,
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        request: row.try_get::<Json<Value>, _>("request")?.0,
+        counts: row.try_get::<Json<Value>, _>("counts")?.0,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// Appends an entry to the audit chain inside the caller's transaction, so that the entry
+/// exists exactly when what it records does.
+async fn append_audit(
+    conn: &mut Conn,
+    env: Option<&EnvironmentId>,
+    actor: &Actor,
+    action: &str,
+    request: Value,
+    counts: Value,
+) -> Result<AuditEntry> {
+    // Appends from several collectors must not read the same head; see AUDIT_LOCK.
+    if let Some(lock) = AUDIT_LOCK {
+        sqlx::query(lock).execute(&mut *conn).await?;
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (seq, prev_hash) = match head {
+        Some(row) => (
+            row.try_get::<i64, _>("seq")? + 1,
+            row.try_get::<String, _>("hash")?,
+        ),
+        None => (1, GENESIS.to_owned()),
+    };
+    // Stored times keep microseconds; hash what will be read back.
+    let now = Utc::now();
+    let at = now - chrono::Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1_000));
+    let environment_id = env.map(|id| id.as_str().to_owned());
+    let hash = chain::entry_hash(
+        &prev_hash,
+        seq,
+        environment_id.as_deref(),
+        at,
+        &actor.0,
+        action,
+        &request,
+        &counts,
+    );
+
+    sqlx::query(
+        "INSERT INTO audit_entries (seq, environment_id, at, actor, action, request, counts, \
+         prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(seq)
+    .bind(environment_id.as_deref())
+    .bind(at)
+    .bind(&actor.0)
+    .bind(action)
+    .bind(Json(&request))
+    .bind(Json(&counts))
+    .bind(&prev_hash)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await?;
+
+    tracing::info!(audit.seq = seq, audit.action = action, env.id = ?environment_id, "audited");
+    Ok(AuditEntry {
+        seq,
+        environment_id,
+        at,
+        actor: actor.0.clone(),
+        action: action.to_owned(),
+        request,
+        counts,
+        prev_hash,
+        hash,
+    })
+}
+
+/// Deletes users with every record of theirs, and leaves a tombstone for each of their ids
+/// until `expires_at`. Returns rows removed per table and the ids' keyed hashes.
+async fn erase_users(
+    conn: &mut Conn,
+    env: &EnvironmentId,
+    user_keys: &[String],
+    suppression_key: &[u8],
+    expires_at: DateTime<Utc>,
+) -> Result<(Counts, Vec<String>)> {
+    let mut counts: Counts = Counts::new();
+    let mut id_hashes = Vec::new();
+    let now = Utc::now();
+
+    for user_key in user_keys {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT value FROM identities WHERE environment_id = $1 AND user_key = $2",
+        )
+        .bind(env.as_str())
+        .bind(user_key)
+        .fetch_all(&mut *conn)
+        .await?;
+        for id in ids {
+            let id_hash = suppression_hash(suppression_key, &id);
+            sqlx::query(
+                "INSERT INTO suppressions (environment_id, id_hash, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (environment_id, id_hash) \
+                 DO UPDATE SET expires_at = excluded.expires_at",
+            )
+            .bind(env.as_str())
+            .bind(&id_hash)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *conn)
+            .await?;
+            id_hashes.push(id_hash);
+        }
+
+        for (table, name) in USER_TABLES {
+            let column = if table == "users" { "id" } else { "user_key" };
+            // Table and column names are constants, never input.
+            let sql = format!("DELETE FROM {table} WHERE environment_id = $1 AND {column} = $2");
+            let done = sqlx::query(&sql)
+                .bind(env.as_str())
+                .bind(user_key)
+                .execute(&mut *conn)
+                .await?;
+            *counts.entry(name.to_owned()).or_default() += done.rows_affected();
+        }
+    }
+    id_hashes.sort();
+    id_hashes.dedup();
+    Ok((counts, id_hashes))
+}
+
+/// Deletes every user row of an environment, children first.
+async fn delete_all_user_rows(conn: &mut Conn, env: &EnvironmentId) -> Result<Counts> {
+    let mut counts = Counts::new();
+    for (table, name) in USER_TABLES {
+        // Table names are constants, never input.
+        let sql = format!("DELETE FROM {table} WHERE environment_id = $1");
+        let done = sqlx::query(&sql)
+            .bind(env.as_str())
+            .execute(&mut *conn)
+            .await?;
+        counts.insert(name.to_owned(), done.rows_affected());
+    }
+    Ok(counts)
+}

@@ -1,0 +1,416 @@
+//! Letting data go: deleting a user, purging and deleting environments, tombstones,
+//! export, the audit chain and scoped tokens. After each deletion a walk over every table
+//! of the database, taken from its own catalog, shows that nothing of the deleted user
+//! is left but keyed hashes and counts.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{assert_forgotten, assert_stored, Collector, ADMIN_TOKEN};
+use serde_json::{json, Value};
+
+/// A user with a distinctive id, anonymous id and traits, and records of every kind.
+async fn populate(collector: &Collector, user: &str) -> [String; 4] {
+    let visitor = format!("{user}-visitor");
+    let email = format!("{user}@deleted.example");
+    let company = format!("{user}-company");
+    let batch = json!({"batch": [
+        {"type": "track", "anonymousId": visitor, "event": "Browsed", "messageId": format!("{user}-m1"),
+         "context": {"consent": {"categoryPreferences": {"analytics": true}}}},
+        {"type": "identify", "userId": user, "anonymousId": visitor,
+         "traits": {"email": email, "company": company}, "messageId": format!("{user}-m2")},
+        {"type": "page", "userId": user, "name": "Pricing", "properties": {"ref": company},
+         "messageId": format!("{user}-m3")},
+        {"type": "response", "userId": user, "surveyId": "nps", "answers": {"why": email},
+         "messageId": format!("{user}-m4")},
+        {"type": "group", "userId": user, "groupId": company, "messageId": format!("{user}-m5")}
+    ]});
+    let (status, reply) = collector.post("/v1/batch", &batch).await;
+    assert_eq!(status, 200, "{reply}");
+    [user.to_owned(), visitor, email, company]
+}
+
+fn needles(values: &[String; 4]) -> Vec<&str> {
+    values.iter().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn deleting_a_user_removes_every_record_and_returns_a_receipt() {
+    let collector = Collector::start();
+    let ada = populate(&collector, "ada-7f3e").await;
+    let bob = populate(&collector, "bob-91c2").await;
+    assert_stored(&collector.database_url, &needles(&ada)).await;
+
+    let (status, receipt) = collector
+        .admin("DELETE", "/admin/v1/users/ada-7f3e", None)
+        .await;
+    let (after, _) = collector.user("ada-7f3e").await;
+    let (by_visitor, _) = collector.user("ada-7f3e-visitor").await;
+    let (bob_status, _) = collector.user("bob-91c2").await;
+
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["removed"]["users"], 1);
+    assert_eq!(receipt["removed"]["events"], 3);
+    assert_eq!(receipt["removed"]["responses"], 1);
+    assert_eq!(receipt["removed"]["identities"], 2);
+    assert_eq!(receipt["removed"]["consentRecords"], 1);
+    assert_eq!(receipt["idHashes"].as_array().unwrap().len(), 2);
+    assert!(receipt["auditEntry"].as_i64().unwrap() >= 1);
+    assert_eq!((after, by_visitor), (404, 404));
+    assert_eq!(bob_status, 200, "other users stay");
+    assert_forgotten(&collector.database_url, &needles(&ada)).await;
+    assert_stored(&collector.database_url, &needles(&bob)).await;
+}
+
+#[tokio::test]
+async fn a_deleted_user_is_not_recreated_by_a_late_batch() {
+    let collector = Collector::start();
+    populate(&collector, "ada-7f3e").await;
+    collector
+        .admin("DELETE", "/admin/v1/users/ada-7f3e", None)
+        .await;
+
+    let retried = json!({"batch": [
+        {"type": "page", "userId": "ada-7f3e", "name": "Pricing", "messageId": "ada-7f3e-m3"},
+        {"type": "track", "userId": "ada-7f3e", "event": "New", "messageId": "fresh-1"},
+        {"type": "track", "anonymousId": "ada-7f3e-visitor", "event": "Anon", "messageId": "fresh-2"},
+        {"type": "track", "userId": "carol", "event": "Unrelated", "messageId": "fresh-3"}
+    ]});
+    let (status, _) = collector.post("/v1/batch", &retried).await;
+    let metrics = collector
+        .http
+        .get(collector.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+
+    assert_eq!(status, 200);
+    assert_eq!(collector.user("ada-7f3e").await.0, 404);
+    assert_eq!(collector.user("ada-7f3e-visitor").await.0, 404);
+    assert_eq!(collector.user("carol").await.0, 200);
+    assert!(
+        metrics.contains("ebb_messages_suppressed_total 3"),
+        "{metrics}"
+    );
+    assert_forgotten(&collector.database_url, &["ada-7f3e"]).await;
+}
+
+#[tokio::test]
+async fn a_lifted_suppression_lets_the_id_be_stored_again() {
+    let collector = Collector::start();
+    populate(&collector, "ada-7f3e").await;
+    collector
+        .admin("DELETE", "/admin/v1/users/ada-7f3e", None)
+        .await;
+
+    let (lifted, _) = collector
+        .admin("DELETE", "/admin/v1/suppressions/ada-7f3e", None)
+        .await;
+    let (again, _) = collector
+        .admin("DELETE", "/admin/v1/suppressions/ada-7f3e", None)
+        .await;
+    collector
+        .post("/v1/track", &json!({"userId": "ada-7f3e", "event": "Back"}))
+        .await;
+    let (status, user) = collector.user("ada-7f3e").await;
+
+    assert_eq!((lifted, again), (204, 404));
+    assert_eq!(status, 200);
+    assert_eq!(user["events"][0]["event"], "Back");
+}
+
+#[tokio::test]
+async fn purging_asks_for_the_name_and_wipes_all_user_data_but_keeps_the_environment() {
+    let collector = Collector::start();
+    let ada = populate(&collector, "ada-7f3e").await;
+    let bob = populate(&collector, "bob-91c2").await;
+
+    let (unconfirmed, refusal) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments/default/purge",
+            Some(json!({"confirm": "prod"})),
+        )
+        .await;
+    let (still_there, _) = collector.user("ada-7f3e").await;
+    let (status, receipt) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments/default/purge",
+            Some(json!({"confirm": "default"})),
+        )
+        .await;
+    let (ingest_after, _) = collector
+        .post("/v1/track", &json!({"userId": "new-user", "event": "E"}))
+        .await;
+
+    assert_eq!(unconfirmed, 400);
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"confirm\": \"default\""),
+        "{refusal}"
+    );
+    assert_eq!(still_there, 200);
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["removed"]["users"], 2);
+    assert_eq!(ingest_after, 200, "keys and settings remain");
+    let mut all = needles(&ada);
+    all.extend(needles(&bob));
+    assert_forgotten(&collector.database_url, &all).await;
+}
+
+#[tokio::test]
+async fn deleting_an_environment_removes_it_and_its_keys_but_not_the_audit() {
+    let collector = Collector::start();
+    let (_, staging) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments",
+            Some(json!({"name": "staging"})),
+        )
+        .await;
+    let key = staging["writeKeys"][0].as_str().unwrap().to_owned();
+    let batch = json!({"batch": [{"type": "identify", "userId": "stan-55aa",
+                                  "traits": {"email": "stan-55aa@deleted.example"}}]});
+    collector.post_as(&key, "/v1/batch", &batch).await;
+
+    let (default_refused, _) = collector
+        .admin(
+            "DELETE",
+            "/admin/v1/environments/default",
+            Some(json!({"confirm": "default"})),
+        )
+        .await;
+    let (status, receipt) = collector
+        .admin(
+            "DELETE",
+            "/admin/v1/environments/staging",
+            Some(json!({"confirm": "staging"})),
+        )
+        .await;
+    let (key_after, _) = collector.post_as(&key, "/v1/batch", &batch).await;
+    let (lookup, _) = collector
+        .admin("GET", "/admin/v1/environments/staging", None)
+        .await;
+    let (_, entries) = collector.admin("GET", "/admin/v1/audit", None).await;
+
+    assert_eq!(default_refused, 409);
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["removed"]["environments"], 1);
+    assert_eq!(receipt["removed"]["users"], 1);
+    assert_eq!(key_after, 401);
+    assert_eq!(lookup, 404);
+    assert_eq!(entries[0]["action"], "delete_environment");
+    assert_forgotten(&collector.database_url, &["stan-55aa", &key]).await;
+}
+
+#[tokio::test]
+async fn the_audit_log_records_actions_without_personal_data_and_detects_tampering() {
+    let collector = Collector::start();
+    populate(&collector, "ada-7f3e").await;
+    collector
+        .admin("DELETE", "/admin/v1/users/ada-7f3e", None)
+        .await;
+    collector
+        .admin(
+            "PATCH",
+            "/admin/v1/environments/default",
+            Some(json!({"storeIp": true})),
+        )
+        .await;
+    collector
+        .admin("GET", "/admin/v1/users/nobody/export", None)
+        .await;
+
+    let (_, entries) = collector.admin("GET", "/admin/v1/audit", None).await;
+    let (_, intact) = collector.admin("GET", "/admin/v1/audit/verify", None).await;
+    tamper(
+        &collector.database_url,
+        "UPDATE audit_entries SET counts = '{\"users\": 0}' WHERE seq = 1",
+    )
+    .await;
+    let (_, tampered) = collector.admin("GET", "/admin/v1/audit/verify", None).await;
+
+    let actions: Vec<_> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].clone())
+        .collect();
+    assert_eq!(actions, [json!("update_environment"), json!("delete_user")]);
+    let deletion = &entries[1];
+    assert_eq!(deletion["counts"]["users"], 1);
+    assert!(deletion["actor"].as_str().unwrap().starts_with("token:"));
+    assert!(
+        !deletion.to_string().contains("ada-7f3e"),
+        "no personal data: {deletion}"
+    );
+    assert_eq!(entries[0]["prevHash"], deletion["hash"]);
+    assert_eq!(
+        intact,
+        json!({"valid": true, "entries": 2, "firstBroken": null})
+    );
+    assert_eq!(tampered["valid"], false);
+    assert_eq!(tampered["firstBroken"], 1);
+}
+
+async fn tamper(database_url: &str, statement: &str) {
+    use sqlx::Connection as _;
+    if database_url.starts_with("postgres") {
+        let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query(statement).execute(&mut db).await.unwrap();
+    } else {
+        let mut db = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query(statement).execute(&mut db).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_token_scoped_to_one_environment_acts_only_there() {
+    let collector = Collector::start();
+    collector
+        .post(
+            "/v1/identify",
+            &json!({"userId": "ada", "traits": {"a": 1}}),
+        )
+        .await;
+    collector
+        .admin(
+            "POST",
+            "/admin/v1/environments",
+            Some(json!({"name": "staging"})),
+        )
+        .await;
+    let (created, token) = collector
+        .admin(
+            "POST",
+            "/admin/v1/tokens",
+            Some(json!({"label": "staging ops", "environment": "staging"})),
+        )
+        .await;
+    let scoped = token["token"].as_str().unwrap().to_owned();
+    let id = token["details"]["id"].as_str().unwrap().to_owned();
+    let as_scoped = |method: &str, path: &str| {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        collector
+            .http
+            .request(method, collector.url(path))
+            .bearer_auth(&scoped)
+            .send()
+    };
+
+    let default_read = as_scoped("GET", "/admin/v1/users/ada?environment=default")
+        .await
+        .unwrap();
+    let default_delete = as_scoped("DELETE", "/admin/v1/users/ada?environment=default")
+        .await
+        .unwrap();
+    let own_read = as_scoped("GET", "/admin/v1/users/ada").await.unwrap();
+    let listed: Value = as_scoped("GET", "/admin/v1/environments")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tokens = as_scoped("GET", "/admin/v1/tokens").await.unwrap();
+    let (revoked, _) = collector
+        .admin("DELETE", &format!("/admin/v1/tokens/{id}"), None)
+        .await;
+    let after_revoke = as_scoped("GET", "/admin/v1/environments").await.unwrap();
+
+    assert_eq!(created, 201);
+    assert!(scoped.starts_with("ebb_admin_"));
+    assert_eq!(default_read.status().as_u16(), 403);
+    assert_eq!(default_delete.status().as_u16(), 403);
+    assert_eq!(
+        own_read.status().as_u16(),
+        404,
+        "its own environment has no user ada"
+    );
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["name"], "staging");
+    assert_eq!(tokens.status().as_u16(), 403);
+    assert_eq!(revoked, 204);
+    assert_eq!(after_revoke.status().as_u16(), 401);
+    assert_eq!(
+        collector.user("ada").await.0,
+        200,
+        "the user was not deleted"
+    );
+}
+
+#[tokio::test]
+async fn an_export_imported_into_a_fresh_environment_gives_the_same_user() {
+    let collector = Collector::start();
+    populate(&collector, "ada-7f3e").await;
+    collector
+        .post(
+            "/v1/track",
+            &json!({"userId": "ada-7f3e", "event": "Bought",
+        "properties": {"sku": "A-1", "price": 12.5, "tags": ["x", "y"]}, "messageId": "buy-1",
+        "timestamp": "2024-03-01T10:00:00.123456Z"}),
+        )
+        .await;
+    let (_, staging) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments",
+            Some(json!({"name": "import"})),
+        )
+        .await;
+    let import_key = staging["writeKeys"][0].as_str().unwrap().to_owned();
+
+    let (_, original) = collector
+        .admin("GET", "/admin/v1/users/ada-7f3e/export", None)
+        .await;
+    let ndjson = collector
+        .http
+        .get(collector.url("/admin/v1/users/ada-7f3e/export?format=ndjson"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let content_type = ndjson.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let lines = ndjson.text().await.unwrap();
+    for line in lines.lines() {
+        let batch: Value = serde_json::from_str(line).unwrap();
+        let (status, reply) = collector.post_as(&import_key, "/v1/batch", &batch).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let (_, imported) = collector
+        .admin_get("/admin/v1/users/ada-7f3e?environment=import", ADMIN_TOKEN)
+        .await;
+
+    assert_eq!(content_type, "application/x-ndjson");
+    assert_eq!(imported["userId"], original["userId"]);
+    assert_eq!(imported["anonymousIds"], original["anonymousIds"]);
+    assert_eq!(imported["traits"], original["traits"]);
+    assert_eq!(imported["consent"], original["consent"]);
+    assert_eq!(
+        comparable(&imported["events"]),
+        comparable(&original["events"])
+    );
+    assert_eq!(imported["responses"], original["responses"]);
+    assert_eq!(original["events"].as_array().unwrap().len(), 4);
+}
+
+/// Events without the receive time, which an import necessarily changes.
+fn comparable(events: &Value) -> Vec<Value> {
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| {
+            let mut event = event.clone();
+            event.as_object_mut().unwrap().remove("receivedAt");
+            event
+        })
+        .collect()
+}
