@@ -59,6 +59,10 @@ pub struct Config {
     #[arg(long, env = "EBB_SUPPRESSION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub suppression_days: u32,
 
+    /// Seconds between retention sweeps of each environment.
+    #[arg(long, env = "EBB_RETENTION_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_interval: u64,
+
     /// Log line format.
     #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -86,6 +90,7 @@ impl fmt::Debug for Config {
             .field("www_dir", &self.www_dir)
             .field("rate_limit", &self.rate_limit)
             .field("suppression_days", &self.suppression_days)
+            .field("retention_interval", &self.retention_interval)
             .field("log_format", &self.log_format)
             .finish()
     }

@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use actix_files::Files;
 use actix_web::body::MessageBody;
@@ -20,6 +21,7 @@ use crate::error::ApiError;
 use crate::rate_limit::RateLimit;
 use crate::store::writer::Writer;
 use crate::store::{EnvironmentId, Store};
+use crate::sweeper::Sweeper;
 use crate::{admin, ingest, metrics};
 
 /// What every request handler shares.
@@ -37,6 +39,8 @@ pub struct AppState {
     pub suppression_days: u32,
     /// The per-write-key ingest limit, when one is configured.
     pub rate_limit: Option<RateLimit>,
+    /// Applies retention rules; admin requests may run it at once.
+    pub sweeper: Sweeper,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
 }
@@ -64,12 +68,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.database_url()).await?;
     let boot = bootstrap::run(&store, &config).await?;
     let (writer, committer) = Writer::start(store.clone());
+    let sweeper = Sweeper::new(
+        store.clone(),
+        Duration::from_secs(config.retention_interval),
+        config.suppression_days,
+    );
+    let sweeping = sweeper.clone().start();
     let state = web::Data::new(AppState {
         store: store.clone(),
         writer,
         default_environment: boot.environment.id.clone(),
         demo_write_key: boot.write_key.clone(),
         suppression_days: config.suppression_days,
+        sweeper,
         rate_limit: NonZeroU32::new(config.rate_limit).map(RateLimit::new),
         metrics,
     });
@@ -126,6 +137,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(http.address = %address, db.backend = store.backend_name(), "listening");
 
     server.run().await.context("while serving")?;
+    // A sweep cut short rolls its open chunk back; the next slot finishes the work.
+    sweeping.abort();
     drop(state);
     committer
         .await

@@ -143,6 +143,7 @@ async fn update_environment(
         allowed_origins: body.allowed_origins.map(valid_origins).transpose()?,
         store_ip: body.store_ip,
         identity_secret: None,
+        retention: None,
     };
 
     let updated = state

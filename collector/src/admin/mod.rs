@@ -6,6 +6,7 @@
 
 mod audit;
 mod environments;
+mod retention;
 mod tokens;
 mod users;
 
@@ -20,6 +21,7 @@ use crate::store::Environment;
 /// Registers every admin route.
 pub fn routes(config: &mut web::ServiceConfig) {
     environments::routes(config);
+    retention::routes(config);
     users::routes(config);
     audit::routes(config);
     tokens::routes(config);

@@ -13,8 +13,8 @@ use sqlx::{Pool, Row};
 use crate::error::{ApiError, Result};
 use crate::store::{
     suppression_hash, Accepted, AdminToken, ConsentRecord, Environment, EnvironmentChanges,
-    EnvironmentId, PoolUse, StoredEvent, StoredResponse, TokenScope, UserProfile, WriteBatch,
-    WriteReport,
+    EnvironmentId, PoolUse, RetentionRule, StoredEvent, StoredResponse, TokenScope, UserProfile,
+    WriteBatch, WriteReport,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;
@@ -24,7 +24,8 @@ macro_rules! environment_select {
     ($rest:literal) => {
         concat!(
             "SELECT e.id, e.name, e.created_at, e.identity_secret, e.allowed_origins, ",
-            "e.store_ip FROM environments e ",
+            "e.store_ip, e.retention_days, e.retention_days_without_response ",
+            "FROM environments e ",
             $rest
         )
     };
@@ -72,7 +73,16 @@ fn environment_from_row(row: &DbRow) -> Result<Environment> {
         identity_secret: row.try_get("identity_secret")?,
         allowed_origins: row.try_get::<Json<Vec<String>>, _>("allowed_origins")?.0,
         store_ip: row.try_get("store_ip")?,
+        retention: RetentionRule {
+            days: days_column(row, "retention_days")?,
+            days_without_response: days_column(row, "retention_days_without_response")?,
+        },
     })
+}
+
+fn days_column(row: &DbRow, column: &str) -> Result<Option<u32>> {
+    let days: Option<i32> = row.try_get(column)?;
+    Ok(days.and_then(|days| u32::try_from(days).ok()))
 }
 
 fn admin_token_from_row(row: &DbRow) -> Result<AdminToken> {
@@ -201,6 +211,7 @@ impl Backend {
             identity_secret: None,
             allowed_origins: Vec::new(),
             store_ip: false,
+            retention: RetentionRule::default(),
         };
         let mut tx = self.writer.begin().await?;
 
@@ -277,6 +288,18 @@ impl Backend {
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
+        }
+        if let Some(rule) = &changes.retention {
+            let as_column = |days: Option<u32>| days.and_then(|d| i32::try_from(d).ok());
+            sqlx::query(
+                "UPDATE environments SET retention_days = $1, \
+                 retention_days_without_response = $2 WHERE id = $3",
+            )
+            .bind(as_column(rule.days))
+            .bind(as_column(rule.days_without_response))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
         if let Some(secret) = &changes.identity_secret {
             sqlx::query("UPDATE environments SET identity_secret = $1 WHERE id = $2")

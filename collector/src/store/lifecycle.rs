@@ -2,7 +2,10 @@
 // each backend module (see the `store` module docs), so it holds no inner attributes.
 
 use crate::store::chain::{self, AuditEntry, ChainCheck, GENESIS};
-use crate::store::{Actor, Counts, Receipt};
+use crate::store::{Actor, Counts, InactivityBucket, Receipt, RetentionPreview};
+
+/// Bounds of the inactivity histogram, in days since last seen.
+const HISTOGRAM_DAYS: [u32; 9] = [0, 7, 14, 30, 60, 90, 180, 365, 730];
 
 /// The tables that hold a user's records, children first, with the name each has in
 /// receipts and audit counts.
@@ -14,6 +17,17 @@ const USER_TABLES: [(&str, &str); 6] = [
     ("identities", "identities"),
     ("users", "users"),
 ];
+
+/// The condition under which a user (`u`) is due for deletion by a retention rule, with
+/// `$2` the cut-off for everyone and `$3` the one for users who never responded (either
+/// NULL when that part of the rule is off).
+macro_rules! retention_due {
+    () => {
+        "(($2 IS NOT NULL AND u.last_seen < $2) OR ($3 IS NOT NULL AND u.last_seen < $3 \
+         AND NOT EXISTS (SELECT 1 FROM responses r \
+           WHERE r.environment_id = u.environment_id AND r.user_key = u.id)))"
+    };
+}
 
 impl Backend {
     pub fn suppression_key(&self) -> &[u8] {
@@ -112,6 +126,130 @@ impl Backend {
 
         tx.commit().await?;
         Ok(receipt(entry, env, Vec::new(), counts))
+    }
+
+    pub async fn retention_preview(
+        &self,
+        env: &EnvironmentId,
+        rule: &RetentionRule,
+        now: DateTime<Utc>,
+    ) -> Result<RetentionPreview> {
+        let (cutoff, silent_cutoff) = rule.cutoffs(now);
+        let would_delete: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM users u WHERE u.environment_id = $1 AND ",
+            retention_due!()
+        ))
+        .bind(env.as_str())
+        .bind(cutoff)
+        .bind(silent_cutoff)
+        .fetch_one(&self.reader)
+        .await?;
+
+        let mut histogram = Vec::new();
+        for (index, from_days) in HISTOGRAM_DAYS.iter().enumerate() {
+            let to_days = HISTOGRAM_DAYS.get(index + 1).copied();
+            let newest = now - chrono::Duration::days(i64::from(*from_days));
+            let oldest = to_days.map(|days| now - chrono::Duration::days(i64::from(days)));
+            let users: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM users WHERE environment_id = $1 \
+                 AND last_seen <= $2 AND ($3 IS NULL OR last_seen > $3)",
+            )
+            .bind(env.as_str())
+            // The newest bucket also takes users "seen" in the future (client clocks).
+            .bind(if *from_days == 0 {
+                now + chrono::Duration::days(36_500)
+            } else {
+                newest
+            })
+            .bind(oldest)
+            .fetch_one(&self.reader)
+            .await?;
+            histogram.push(InactivityBucket {
+                from_days: *from_days,
+                to_days,
+                users: u64::try_from(users).unwrap_or_default(),
+            });
+        }
+
+        Ok(RetentionPreview {
+            would_delete: u64::try_from(would_delete).unwrap_or_default(),
+            users: histogram.iter().map(|bucket| bucket.users).sum(),
+            histogram,
+        })
+    }
+
+    pub async fn retention_chunk(
+        &self,
+        env: &EnvironmentId,
+        rule: &RetentionRule,
+        now: DateTime<Utc>,
+        limit: i64,
+        suppression_days: u32,
+    ) -> Result<(u64, Counts)> {
+        let (cutoff, silent_cutoff) = rule.cutoffs(now);
+        let mut tx = self.writer.begin().await?;
+
+        let due: Vec<String> = sqlx::query_scalar(concat!(
+            "SELECT u.id FROM users u WHERE u.environment_id = $1 AND ",
+            retention_due!(),
+            " LIMIT $4"
+        ))
+        .bind(env.as_str())
+        .bind(cutoff)
+        .bind(silent_cutoff)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let expires_at = now + chrono::Duration::days(i64::from(suppression_days));
+        let (counts, _) =
+            erase_users(&mut tx, env, &due, &self.suppression_key, expires_at).await?;
+
+        tx.commit().await?;
+        Ok((due.len() as u64, counts))
+    }
+
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        expires_at: DateTime<Utc>,
+        slot: Option<DateTime<Utc>>,
+    ) -> Result<bool> {
+        let acquired = sqlx::query(
+            "INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+               expires_at = excluded.expires_at \
+             WHERE (leases.expires_at < $4 OR leases.owner = $2) \
+               AND ($5 IS NULL OR leases.last_run_at IS NULL OR leases.last_run_at < $5)",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(expires_at)
+        .bind(Utc::now())
+        .bind(slot)
+        .execute(&self.writer)
+        .await?;
+        Ok(acquired.rows_affected() == 1)
+    }
+
+    pub async fn release_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        slot: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE leases SET expires_at = $3, \
+               last_run_at = CASE WHEN $4 IS NULL THEN last_run_at ELSE $4 END \
+             WHERE name = $1 AND owner = $2",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(DateTime::<Utc>::UNIX_EPOCH)
+        .bind(slot)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 
     pub async fn lift_suppression(

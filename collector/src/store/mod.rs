@@ -74,6 +74,56 @@ pub struct Environment {
     pub allowed_origins: Vec<String>,
     /// Whether client IP addresses are kept.
     pub store_ip: bool,
+    /// When inactive users are deleted.
+    pub retention: RetentionRule,
+}
+
+/// An environment's retention rule: users inactive for `days` are deleted, and users who
+/// never answered a survey already after `days_without_response`. `None` turns a part off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetentionRule {
+    /// Days of inactivity after which any user is deleted.
+    pub days: Option<u32>,
+    /// Days of inactivity after which a user who never responded is deleted.
+    pub days_without_response: Option<u32>,
+}
+
+impl RetentionRule {
+    /// Whether the rule deletes anyone at all.
+    pub fn is_set(&self) -> bool {
+        self.days.is_some() || self.days_without_response.is_some()
+    }
+
+    /// The last-seen cut-offs at `now`: users last seen before them are due.
+    pub fn cutoffs(&self, now: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        let cutoff = |days: Option<u32>| days.map(|d| now - chrono::Duration::days(i64::from(d)));
+        (cutoff(self.days), cutoff(self.days_without_response))
+    }
+}
+
+/// What a retention rule would do now, and how the users are spread by inactivity.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionPreview {
+    /// Users the rule would delete now.
+    pub would_delete: u64,
+    /// All users of the environment.
+    pub users: u64,
+    /// Users by days since last seen.
+    pub histogram: Vec<InactivityBucket>,
+}
+
+/// Users last seen between `from_days` and `to_days` days ago.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InactivityBucket {
+    /// Inclusive lower bound, in days.
+    pub from_days: u32,
+    /// Exclusive upper bound, in days; none for the last bucket.
+    pub to_days: Option<u32>,
+    /// How many users.
+    pub users: u64,
 }
 
 impl fmt::Debug for Environment {
@@ -102,6 +152,8 @@ pub struct EnvironmentChanges {
     pub store_ip: Option<bool>,
     /// `Some(Some(secret))` sets the identity secret, `Some(None)` turns verification off.
     pub identity_secret: Option<Option<String>>,
+    /// A new retention rule.
+    pub retention: Option<RetentionRule>,
 }
 
 /// Which environments an admin token may act on.
@@ -506,6 +558,51 @@ impl Store {
     /// Recomputes the whole audit chain.
     pub async fn verify_audit(&self) -> Result<ChainCheck> {
         on_backend!(self, b => b.verify_audit().await)
+    }
+
+    /// What the rule would delete now, and users by days since last seen.
+    pub async fn retention_preview(
+        &self,
+        env: &EnvironmentId,
+        rule: &RetentionRule,
+        now: DateTime<Utc>,
+    ) -> Result<RetentionPreview> {
+        on_backend!(self, b => b.retention_preview(env, rule, now).await)
+    }
+
+    /// Deletes up to `limit` users the rule makes due at `now`, in one transaction, with
+    /// tombstones; returns how many users went and the rows removed.
+    pub async fn retention_chunk(
+        &self,
+        env: &EnvironmentId,
+        rule: &RetentionRule,
+        now: DateTime<Utc>,
+        limit: i64,
+        suppression_days: u32,
+    ) -> Result<(u64, Counts)> {
+        on_backend!(self, b => b.retention_chunk(env, rule, now, limit, suppression_days).await)
+    }
+
+    /// Takes the lease `name` for `owner` until `expires_at`, if it is free (or already
+    /// `owner`'s) and, with `slot`, if the work has not run in that slot yet.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        expires_at: DateTime<Utc>,
+        slot: Option<DateTime<Utc>>,
+    ) -> Result<bool> {
+        on_backend!(self, b => b.acquire_lease(name, owner, expires_at, slot).await)
+    }
+
+    /// Gives the lease up; with `slot`, records that the work ran in that slot.
+    pub async fn release_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        slot: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        on_backend!(self, b => b.release_lease(name, owner, slot).await)
     }
 
     /// The instance's key for suppression hashes.

@@ -35,7 +35,9 @@ impl TestDb {
         }
     }
 
-    fn postgres() -> Self {
+    /// A fresh PostgreSQL database whatever `EBB_TEST_BACKEND` says, for tests of several
+    /// collectors sharing one database, which only PostgreSQL supports.
+    pub fn postgres() -> Self {
         let server = std::env::var("EBB_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let name = format!("ebb_test_{}", uuid::Uuid::new_v4().simple());
