@@ -33,3 +33,4 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod server;
 pub mod store;
+pub mod sweeper;
