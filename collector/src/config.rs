@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -18,13 +18,88 @@ pub enum LogFormat {
     Json,
 }
 
-/// Settings of one collector process.
-#[derive(Clone, Parser)]
+/// The command line: settings, and optionally an operation to run instead of serving.
+#[derive(Debug, Parser)]
 #[command(
     name = "ebb-collector",
     version,
-    about = "Ebb's collector: consent-first user data in, on-schedule deletion out"
+    about = "Ebb's collector: consent-first user data in, on-schedule deletion out",
+    after_help = "Without a command, serves the API, the demo site and the admin console.\n\
+                  Exit codes of the commands: 0 done, 1 failed, 2 usage or confirmation \
+                  error, 3 not found, 4 audit chain broken."
 )]
+pub struct Cli {
+    /// Settings shared by the server and the commands.
+    #[command(flatten)]
+    pub config: Config,
+    /// An operation to run against the configured database, instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Operations on the configured database, for scripts and terminals.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve the API, the demo site and the admin console (the default).
+    Serve,
+    /// Delete one user (by user id or anonymous id) with every record of theirs.
+    DeleteUser {
+        /// The environment, by name or id.
+        #[arg(long, default_value = "default")]
+        environment: String,
+        /// The user id or anonymous id.
+        user: String,
+    },
+    /// Delete every user matching a segment filter (JSON), in chunks.
+    DeleteSegment {
+        /// The environment, by name or id.
+        #[arg(long, default_value = "default")]
+        environment: String,
+        /// The filter, as the admin API takes it, e.g. '{"trait": "plan", "equals": "free"}'.
+        #[arg(long)]
+        filter: String,
+    },
+    /// Delete all user data of an environment; keys and settings stay.
+    Purge {
+        /// The environment, by name or id.
+        #[arg(long)]
+        environment: String,
+        /// The environment's name again, to confirm.
+        #[arg(long)]
+        confirm: String,
+    },
+    /// Print everything stored of one user.
+    Export {
+        /// The environment, by name or id.
+        #[arg(long, default_value = "default")]
+        environment: String,
+        /// `json` (access) or `ndjson` (Segment batches, for import elsewhere).
+        #[arg(long, value_enum, default_value = "json")]
+        format: ExportFormat,
+        /// The user id or anonymous id.
+        user: String,
+    },
+    /// Apply the retention rules now (one environment, or every one with a rule).
+    SweepNow {
+        /// The environment, by name or id; all when absent.
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// Recompute the audit chain and report the first broken link.
+    AuditVerify,
+}
+
+/// The export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Every record of the user as one JSON document.
+    Json,
+    /// Segment batches, one per line.
+    Ndjson,
+}
+
+/// Settings of one collector process.
+#[derive(Clone, Args)]
 pub struct Config {
     /// Address to listen on (IP:port); port 0 picks a free port (printed at start-up).
     #[arg(long, env = "EBB_LISTEN", default_value = "127.0.0.1:8080")]
@@ -121,12 +196,13 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_secrets() {
-        let config = Config::parse_from([
+        let config = Cli::parse_from([
             "ebb-collector",
             "--write-key=wk_secret",
             "--admin-token=tok_secret",
             "--database-url=postgres://ebb:pw_secret@db/ebb",
-        ]);
+        ])
+        .config;
 
         let shown = format!("{config:?}");
 
@@ -146,7 +222,7 @@ mod tests {
         ];
 
         for (args, named) in cases {
-            let error = Config::try_parse_from(["ebb-collector"].into_iter().chain(args.clone()))
+            let error = Cli::try_parse_from(["ebb-collector"].into_iter().chain(args.clone()))
                 .expect_err("the setting is invalid");
 
             assert!(error.to_string().contains(named), "{args:?}: {error}");
@@ -155,7 +231,7 @@ mod tests {
 
     #[test]
     fn the_default_database_is_sqlite_in_the_data_folder() {
-        let config = Config::parse_from(["ebb-collector", "--data-dir=/var/lib/ebb"]);
+        let config = Cli::parse_from(["ebb-collector", "--data-dir=/var/lib/ebb"]).config;
 
         assert_eq!(config.database_url(), "sqlite:///var/lib/ebb/ebb.db");
     }

@@ -97,7 +97,11 @@ async fn read_body(req: &HttpRequest, body: web::Payload) -> Result<BytesMut> {
     let mut bytes = BytesMut::new();
 
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| ApiError::UnreadableBody(error.to_string()))?;
+        let chunk = chunk.map_err(|error| {
+            tracing::debug!(error = %error, "unreadable body");
+            let reason = "it ended early or its compression is corrupt";
+            ApiError::UnreadableBody(reason.into())
+        })?;
         if bytes.len() + chunk.len() > MAX_BATCH_BYTES {
             return Err(ApiError::PayloadTooLarge {
                 limit: MAX_BATCH_BYTES,
@@ -114,7 +118,14 @@ async fn ingest(req: &HttpRequest, state: &AppState, envelope: Envelope) -> Resu
     let write_key = basic_write_key(req.headers())
         .or_else(|| envelope.write_key.clone())
         .ok_or(ApiError::MissingWriteKey)?;
-    let Some(environment) = state.store.environment_for_write_key(&write_key).await? else {
+    // No write key holds a NUL character, and PostgreSQL fails the lookup of one (a 500,
+    // which clients would retry forever), so it is unknown without asking the store.
+    let environment = if write_key.contains('\0') {
+        None
+    } else {
+        state.store.environment_for_write_key(&write_key).await?
+    };
+    let Some(environment) = environment else {
         tracing::warn!(http.route = %req.path(), "ingest with an unknown write key");
         return Err(ApiError::InvalidWriteKey);
     };

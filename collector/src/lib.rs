@@ -26,11 +26,14 @@
 pub mod admin;
 pub mod auth;
 pub mod bootstrap;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod jobs;
 pub mod metrics;
 pub mod rate_limit;
+pub mod segment;
 pub mod server;
 pub mod store;
 pub mod sweeper;

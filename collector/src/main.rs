@@ -1,16 +1,22 @@
-//! The `ebb-collector` binary: settings → logging → database → server.
+//! The `ebb-collector` binary: settings → logging → database → server, or one operator
+//! command (see `--help`).
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
 
 use clap::Parser as _;
-use ebb_collector::config::{Config, LogFormat};
+use ebb_collector::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+async fn main() -> ExitCode {
+    let Cli { config, command } = Cli::parse();
 
-    let filter = EnvFilter::try_from_env("EBB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Commands print their own results; their logs stay quiet unless asked for.
+    let serving = matches!(command, None | Some(Command::Serve));
+    let default_level = if serving { "info" } else { "warn" };
+    let filter =
+        EnvFilter::try_from_env("EBB_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -20,5 +26,14 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => logs.json().init(),
     }
 
-    ebb_collector::server::run(config).await
+    match command {
+        Some(command) if !serving => ebb_collector::cli::run(config, command).await.into(),
+        _ => match ebb_collector::server::run(config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                let _ = writeln!(std::io::stderr(), "ebb-collector: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
 }

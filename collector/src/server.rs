@@ -18,6 +18,7 @@ use serde_json::json;
 use crate::bootstrap::{self, Bootstrapped};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::jobs::JobRunner;
 use crate::rate_limit::RateLimit;
 use crate::store::writer::Writer;
 use crate::store::{EnvironmentId, Store};
@@ -74,6 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.suppression_days,
     );
     let sweeping = sweeper.clone().start();
+    let running_jobs = JobRunner::new(store.clone(), config.suppression_days).start();
     let state = web::Data::new(AppState {
         store: store.clone(),
         writer,
@@ -137,8 +139,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(http.address = %address, db.backend = store.backend_name(), "listening");
 
     server.run().await.context("while serving")?;
-    // A sweep cut short rolls its open chunk back; the next slot finishes the work.
+    // Work cut short rolls its open chunk back: the next sweep, or whichever collector
+    // claims the job once its lease runs out, finishes it.
     sweeping.abort();
+    running_jobs.abort();
     drop(state);
     committer
         .await

@@ -203,7 +203,11 @@ impl Envelope {
 
         let deserializer = &mut serde_json::Deserializer::from_str(raw);
         let mut message: Message = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let field = e.path().to_string();
+            // The root path "." means the message itself (a missing `type`, say).
+            let field = match e.path().to_string() {
+                root if root == "." => "message".to_owned(),
+                path => path,
+            };
             MessageError::InvalidField {
                 field,
                 reason: e.into_inner().to_string(),
@@ -308,7 +312,76 @@ fn validate(message: &mut Message) -> Result<(), MessageError> {
             return Err(MessageError::InvalidTimestamp { field });
         }
     }
+
+    if let Some(field) = field_with_nul(message) {
+        return Err(MessageError::InvalidField {
+            field: field.into(),
+            reason: "text must not contain the NUL character (\\u0000)".into(),
+        });
+    }
     Ok(())
+}
+
+/// The first field holding a NUL character in its text, keys included. PostgreSQL can store
+/// none in text or JSONB, so such a message is refused on every backend alike rather than
+/// failing the whole batch's transaction on one.
+fn field_with_nul(message: &Message) -> Option<&'static str> {
+    let texts = [
+        (
+            "messageId",
+            message.message_id.as_ref().map(|id| id.as_str()),
+        ),
+        ("userId", message.user_id.as_ref().map(|id| id.as_str())),
+        (
+            "anonymousId",
+            message.anonymous_id.as_ref().map(|id| id.as_str()),
+        ),
+        ("event", message.event.as_deref()),
+        ("name", message.name.as_deref()),
+        ("category", message.category.as_deref()),
+        ("groupId", message.group_id.as_deref()),
+        ("previousId", message.previous_id.as_deref()),
+        ("surveyId", message.survey_id.as_deref()),
+    ];
+    let maps = [
+        ("context", Some(&message.context)),
+        ("integrations", message.integrations.as_ref()),
+        ("traits", message.traits.as_ref()),
+        ("properties", message.properties.as_ref()),
+    ];
+
+    if let Some((field, _)) = texts
+        .into_iter()
+        .find(|(_, text)| text.is_some_and(|text| text.contains('\0')))
+    {
+        return Some(field);
+    }
+    if let Some((field, _)) = maps
+        .into_iter()
+        .find(|(_, map)| map.is_some_and(map_has_nul))
+    {
+        return Some(field);
+    }
+    message
+        .answers
+        .as_ref()
+        .is_some_and(has_nul)
+        .then_some("answers")
+}
+
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map_has_nul(map),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// Recursion is bounded: serde_json refuses JSON nested deeper than 128 levels.
+fn map_has_nul(map: &Map<String, Value>) -> bool {
+    map.iter()
+        .any(|(key, value)| key.contains('\0') || has_nul(value))
 }
 
 /// Parses an ISO-8601 timestamp as real clients write them.

@@ -7,11 +7,14 @@
 mod audit;
 mod environments;
 mod retention;
+mod segments;
 mod tokens;
 mod users;
 
 use actix_web::web;
+
 use serde::Deserialize;
+pub use users::to_batches as export_batches;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
@@ -22,6 +25,7 @@ use crate::store::Environment;
 pub fn routes(config: &mut web::ServiceConfig) {
     environments::routes(config);
     retention::routes(config);
+    segments::routes(config);
     users::routes(config);
     audit::routes(config);
     tokens::routes(config);
@@ -29,6 +33,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 /// Finds the environment a path or query names and checks the token may act on it.
 async fn authorized(state: &AppState, admin: &Admin, id_or_name: &str) -> Result<Environment> {
+    if id_or_name.contains('\0') {
+        return Err(ApiError::EnvironmentNotFound(
+            id_or_name.replace('\0', "\\0"),
+        ));
+    }
     let environment = state
         .store
         .find_environment(id_or_name)
@@ -36,6 +45,16 @@ async fn authorized(state: &AppState, admin: &Admin, id_or_name: &str) -> Result
         .ok_or_else(|| ApiError::EnvironmentNotFound(id_or_name.to_owned()))?;
     admin.authorize(&environment.id)?;
     Ok(environment)
+}
+
+/// A user id or anonymous id from a path: ingest refuses NUL characters, so an id with one
+/// names nobody (and PostgreSQL cannot even compare it).
+fn stored_id(id: &str) -> Result<&str> {
+    if id.contains('\0') {
+        Err(ApiError::UserNotFound)
+    } else {
+        Ok(id)
+    }
 }
 
 /// Selects the environment a request about users is for: `?environment=<id or name>`;

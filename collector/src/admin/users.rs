@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::EnvironmentQuery;
+use super::{stored_id, EnvironmentQuery};
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
 use crate::server::AppState;
@@ -39,7 +39,10 @@ async fn get_user(
 ) -> Result<HttpResponse> {
     let environment = query.resolve(&state, &admin).await?;
 
-    let profile = state.store.user_profile(&environment.id, &id).await?;
+    let profile = state
+        .store
+        .user_profile(&environment.id, stored_id(&id)?)
+        .await?;
 
     Ok(HttpResponse::Ok().json(profile.ok_or(ApiError::UserNotFound)?))
 }
@@ -56,7 +59,12 @@ async fn delete_user(
 
     let receipt = state
         .store
-        .delete_user(&environment.id, &id, &admin.actor(), state.suppression_days)
+        .delete_user(
+            &environment.id,
+            stored_id(&id)?,
+            &admin.actor(),
+            state.suppression_days,
+        )
         .await?;
 
     let receipt = receipt.ok_or(ApiError::UserNotFound)?;
@@ -90,7 +98,10 @@ async fn export_user(
     };
     let environment = selector.resolve(&state, &admin).await?;
 
-    let profile = state.store.user_export(&environment.id, &id).await?;
+    let profile = state
+        .store
+        .user_export(&environment.id, stored_id(&id)?)
+        .await?;
 
     let profile = profile.ok_or(ApiError::UserNotFound)?;
     let id_hash = suppression_hash(state.store.suppression_key(), &id);
@@ -140,7 +151,7 @@ async fn lift_suppression(
 /// The user's records as Segment messages, one batch per line: an `identify` per id the
 /// user had (so that an import joins them again), then every event and response with its
 /// original message id and time.
-fn to_batches(profile: &UserProfile) -> String {
+pub fn to_batches(profile: &UserProfile) -> String {
     let mut messages = Vec::new();
     let mut ids = Map::new();
     if let Some(user_id) = &profile.user_id {

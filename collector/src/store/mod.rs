@@ -27,6 +27,8 @@ use serde_json::Value;
 
 pub use chain::{AuditEntry, ChainCheck};
 
+use crate::segment::Filter;
+
 use crate::error::Result;
 
 /// Ebb's id of an environment.
@@ -338,6 +340,59 @@ pub struct ConsentRecord {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// One user in a list: ids, traits, consent and activity span.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSummary {
+    /// The site's id for the user, once identified.
+    pub user_id: Option<String>,
+    /// One of the user's anonymous ids (the first in text order), if any.
+    pub anonymous_id: Option<String>,
+    /// The merged traits.
+    pub traits: Value,
+    /// The latest consent preferences, if any.
+    pub consent: Option<Value>,
+    /// The time of the first message.
+    pub first_seen: DateTime<Utc>,
+    /// The time of the latest activity.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// A background deletion of a segment, with its progress.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    /// Its id.
+    pub id: String,
+    /// The environment it works in.
+    pub environment_id: EnvironmentId,
+    /// What it does: `delete_segment`.
+    pub kind: String,
+    /// `pending`, `running`, `cancelling`, `cancelled`, `done` or `failed`.
+    pub status: String,
+    /// Users matching when the job was created.
+    pub total: u64,
+    /// Users deleted so far.
+    pub done: u64,
+    /// Rows removed so far, per table.
+    pub counts: Counts,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// When it was asked for; relative times in its filter count from here.
+    pub created_at: DateTime<Utc>,
+    /// Its last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Job {
+    /// Whether the job has ended.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "done" | "cancelled" | "failed")
+    }
+}
+
 /// How busy the connection pools are, for metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolUse {
@@ -603,6 +658,81 @@ impl Store {
         slot: Option<DateTime<Utc>>,
     ) -> Result<()> {
         on_backend!(self, b => b.release_lease(name, owner, slot).await)
+    }
+
+    /// How many users of the environment match the filter at `now`.
+    pub async fn segment_count(
+        &self,
+        env: &EnvironmentId,
+        filter: &Filter,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        on_backend!(self, b => b.segment_count(env, filter, now).await)
+    }
+
+    /// A page of the users matching the filter, most recently seen first.
+    pub async fn segment_users(
+        &self,
+        env: &EnvironmentId,
+        filter: &Filter,
+        now: DateTime<Utc>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<UserSummary>> {
+        on_backend!(self, b => b.segment_users(env, filter, now, limit, offset).await)
+    }
+
+    /// Records a job that deletes the segment; a job runner picks it up.
+    pub async fn create_job(
+        &self,
+        env: &EnvironmentId,
+        filter: &Filter,
+        total: u64,
+        actor: &Actor,
+    ) -> Result<Job> {
+        on_backend!(self, b => b.create_job(env, filter, total, actor).await)
+    }
+
+    /// One job of the environment.
+    pub async fn job(&self, env: &EnvironmentId, id: &str) -> Result<Option<Job>> {
+        on_backend!(self, b => b.job(env, id).await)
+    }
+
+    /// The environment's latest jobs, newest first.
+    pub async fn jobs(&self, env: &EnvironmentId) -> Result<Vec<Job>> {
+        on_backend!(self, b => b.jobs(env).await)
+    }
+
+    /// Asks a job to stop after its current chunk.
+    pub async fn cancel_job(&self, env: &EnvironmentId, id: &str) -> Result<Option<Job>> {
+        on_backend!(self, b => b.cancel_job(env, id).await)
+    }
+
+    /// Takes an unfinished job that nobody holds (or whose holder stopped renewing).
+    pub async fn claim_job(
+        &self,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Option<(Job, Filter)>> {
+        on_backend!(self, b => b.claim_job(owner, until).await)
+    }
+
+    /// Deletes the job's next chunk of users; returns how many went.
+    pub async fn job_chunk(
+        &self,
+        job: &Job,
+        filter: &Filter,
+        owner: &str,
+        until: DateTime<Utc>,
+        limit: i64,
+        suppression_days: u32,
+    ) -> Result<u64> {
+        on_backend!(self, b => b.job_chunk(job, filter, owner, until, limit, suppression_days).await)
+    }
+
+    /// Ends a job, audits it and forgets its filter.
+    pub async fn finish_job(&self, job: &Job, status: &str, error: Option<&str>) -> Result<Job> {
+        on_backend!(self, b => b.finish_job(job, status, error).await)
     }
 
     /// The instance's key for suppression hashes.

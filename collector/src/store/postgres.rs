@@ -16,8 +16,12 @@ pub type Db = sqlx::Postgres;
 /// concurrent appends from several collectors take turns (plain reads still run).
 const AUDIT_LOCK: Option<&str> = Some("LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE");
 
+/// The dialect segment filters compile to.
+const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Postgres;
+
 include!("backend.rs");
 include!("lifecycle.rs");
+include!("segments.rs");
 
 /// Connects to PostgreSQL at `url` and migrates the database.
 ///

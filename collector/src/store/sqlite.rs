@@ -17,8 +17,12 @@ pub type Db = sqlx::Sqlite;
 /// appending to the audit chain needs no lock of its own.
 const AUDIT_LOCK: Option<&str> = None;
 
+/// The dialect segment filters compile to.
+const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Sqlite;
+
 include!("backend.rs");
 include!("lifecycle.rs");
+include!("segments.rs");
 
 /// Opens (creating if needed) the SQLite database at `url` and migrates it.
 ///
