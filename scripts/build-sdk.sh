@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds the browser SDK into www/sdk/: the wasm module, its wasm-bindgen glue, and the
-# JavaScript entry with its TypeScript types.
+# Builds the browser SDK into www/sdk/, which is also the npm package `ebb-sdk`: the wasm
+# module, its wasm-bindgen glue, the JavaScript entry with its TypeScript types, the
+# snippet's loader, and two minified files for sites without a bundler: snippet.min.js
+# (the inline snippet) and ebb.min.js (the loader, entry and glue in one module).
 #
 #   cargo (wasm profile) -> wasm-bindgen --target web -> wasm-opt -Oz -> copy js/ entry
+#   -> esbuild --minify (snippet, bundled loader)
 #
 # Expects what scripts/setup.sh installs: the wasm32-unknown-unknown target, the
 # wasm-bindgen CLI of the version pinned in Cargo.lock, and `npm ci` (binaryen's wasm-opt).
@@ -15,6 +18,7 @@ out="www/sdk"
 wasm_in="target/wasm32-unknown-unknown/wasm/ebb_sdk.wasm"
 wasm_out="$out/ebb_sdk_bg.wasm"
 wasm_opt="node_modules/.bin/wasm-opt"
+esbuild="node_modules/.bin/esbuild"
 
 # The features rustc emits for wasm32-unknown-unknown (see the module's target_features
 # section). They are named one by one: binaryen's `-all` also enables features that
@@ -103,8 +107,13 @@ wasm-bindgen --target web --out-dir "$out" "$wasm_in"
 enable=("${features[@]/#/--enable-}")
 "$wasm_opt" -Oz "${enable[@]}" --strip-debug --strip-producers "$wasm_out" -o "$wasm_out"
 
-cp sdk-wasm/js/index.js sdk-wasm/js/index.d.ts "$out/"
+cp sdk-wasm/js/index.js sdk-wasm/js/index.d.ts sdk-wasm/js/auto.js sdk-wasm/js/package.json "$out/"
+
+[[ -x "$esbuild" ]] || die "$esbuild is missing: run npm ci at the repository root"
+"$esbuild" sdk-wasm/js/snippet.js --minify --log-level=warning --outfile="$out/snippet.min.js"
+"$esbuild" "$out/auto.js" --bundle --format=esm --minify --log-level=warning \
+  --outfile="$out/ebb.min.js"
 
 raw="$(wc -c <"$wasm_out")"
 gz="$(gzip -9 -c "$wasm_out" | wc -c)"
-echo "build-sdk: $wasm_out: $raw bytes, $gz bytes gzipped"
+echo "build-sdk: $wasm_out: $raw bytes, $gz bytes gzipped (scripts/sdk-size.sh for the whole)"

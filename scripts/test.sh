@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Ebb: formatting and lints, the Rust unit and integration tests
-# (protocol, SDK core, collector over HTTP on fresh SQLite databases), and the browser tests
-# (the real SDK in headless Chromium against a real collector). Installs what it needs
+# (protocol, SDK core, collector over HTTP on fresh SQLite databases), the SDK's storage and
+# fetch bindings in Chromium, and the browser tests (the real SDK in headless Chromium
+# against a real collector, the npm package's types, Vite build and SSR import). Installs what it needs
 # first. Exits non-zero on the first failure.
 set -euo pipefail
 
@@ -23,10 +24,11 @@ bash scripts/build-sdk.sh
 
 step "checking formatting and lints"
 cargo fmt --all -- --check
-# The shared query file is compiled through include!, which cargo fmt does not follow.
-rustfmt --edition 2021 --check collector/src/store/backend.rs
+# The shared query files are compiled through include!, which cargo fmt does not follow.
+rustfmt --edition 2021 --check collector/src/store/backend.rs collector/src/store/lifecycle.rs \
+  collector/src/store/segments.rs
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo clippy -p ebb-sdk --target wasm32-unknown-unknown --quiet -- -D warnings
+cargo clippy -p ebb-sdk --target wasm32-unknown-unknown --all-targets --quiet -- -D warnings
 
 step "Rust tests (collector on SQLite)"
 cargo test --workspace
@@ -34,6 +36,13 @@ cargo test --workspace
 step "collector tests on PostgreSQL ($postgres_server)"
 EBB_TEST_BACKEND=postgres EBB_TEST_POSTGRES_URL="$postgres_server" \
   cargo test -p ebb-collector --tests
+
+step "SDK browser bindings: storage and fetch (wasm-bindgen-test in Chromium)"
+CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
+  cargo test -p ebb-sdk --target wasm32-unknown-unknown --lib
+
+step "SDK size (bytes a site ships)"
+bash scripts/sdk-size.sh
 
 step "browser tests"
 cargo build -p ebb-collector --quiet

@@ -1,6 +1,7 @@
-// The demo shop: loads the SDK with the collector's default write key, and reports each
-// call's delivery on the page.
-import { load, identify, track, flush } from '/sdk/index.js';
+// The demo shop: loads the SDK (opt-in consent, the default) with the collector's default
+// write key, asks for consent with three buttons, and reports each call's delivery on the
+// page.
+import { load, identify, track, flush, consent, on } from '/sdk/index.js';
 
 const status = document.getElementById('status');
 const log = document.getElementById('log');
@@ -26,6 +27,18 @@ async function start() {
   const config = await (await fetch('/demo/config.json')).json();
   await load(config.writeKey, { host: location.origin });
   report('SDK ready');
+
+  const consentState = document.getElementById('consent-state');
+  on('consent', (state) => {
+    consentState.textContent = `consent: ${state.status}`;
+  });
+  for (const [id, change] of [
+    ['consent-grant', () => consent.grant(['analytics'])],
+    ['consent-deny', () => consent.deny(['analytics'])],
+    ['consent-withdraw', () => consent.withdraw()],
+  ]) {
+    document.getElementById(id).addEventListener('click', () => deliver(id, change));
+  }
 
   document.getElementById('login').addEventListener('submit', (event) => {
     event.preventDefault();

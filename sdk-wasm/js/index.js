@@ -1,78 +1,204 @@
-// Ebb's browser SDK, the entry pages import.
+// Ebb's browser SDK, the entry pages and bundlers import.
 //
-//   import ebb from '/sdk/index.js';
+//   import ebb from 'ebb-sdk';
 //   ebb.load('wk_live_…', { host: 'https://collector.example' });
+//   ebb.consent.grant(['analytics']);
 //   ebb.identify('user_42', { plan: 'pro' });
 //   ebb.track('Signed Up', { seats: 3 });
 //
 // Calls made before load() wait for it, in order. Every function returns a promise and
 // none throws: a wrong argument, a failed load or a refused batch rejects the promise with
-// an Error whose message starts with "ebb: ".
+// an Error whose message starts with "ebb: ". Importing this module touches no browser
+// API, so server-side rendering can import it; outside a browser every call resolves and
+// does nothing.
 
 import init, * as wasm from './ebb_sdk.js';
 
+const inBrowser = typeof window !== 'undefined' && typeof document !== 'undefined';
+
 let loading = null;
-let markReady;
-let markFailed;
-const ready = new Promise((resolve, reject) => {
-  markReady = resolve;
-  markFailed = reject;
-});
-// A failed load is reported to load()'s caller and to each later call; without this the
-// browser would also log it as an unhandled rejection.
-ready.catch(() => {});
+let loaded = false;
+let failure = null;
+// Calls made before load() finished: [run, resolve, reject], replayed in order.
+const waiting = [];
+const listeners = new Set();
+
+function reject(text) {
+  return Promise.reject(new Error(`ebb: ${text}`));
+}
 
 /**
- * Loads the SDK for the environment named by `writeKey`.
- *
- * Options: `host` (the collector's origin, default `location.origin`), `flushAt` (queued
- * messages that trigger a flush, default 20), `flushInterval` (milliseconds a message waits
- * at most, default 10000), `debug` (log failed background flushes), `wasmUrl` (where
- * `ebb_sdk_bg.wasm` lives, default beside this file).
+ * Loads the SDK for the environment named by `writeKey`; see `LoadOptions` in index.d.ts
+ * for the options and their defaults.
  */
 export function load(writeKey, options) {
-  if (loading) {
-    return Promise.reject(new Error('ebb: already loaded: load may be called once per page'));
-  }
+  if (!inBrowser) return Promise.resolve();
+  if (loading) return reject('already loaded: load may be called once per page');
 
+  const opts = { ...(options ?? {}) };
+  opts.host ??= globalThis.location?.origin;
   loading = (async () => {
-    const opts = options ?? {};
-    const host = opts.host ?? globalThis.location?.origin;
     await init(opts.wasmUrl ? { module_or_path: opts.wasmUrl } : undefined);
-    await wasm.load(writeKey, host, opts.flushAt, opts.flushInterval, opts.debug);
+    await wasm.load(writeKey, opts, (state) => {
+      for (const listener of listeners) {
+        try {
+          listener(state);
+        } catch (error) {
+          // A listener's error is the page's; report it without stopping the others.
+          setTimeout(() => {
+            throw error;
+          });
+        }
+      }
+    });
   })();
-  loading.then(markReady, markFailed);
+  loading.then(
+    () => {
+      loaded = true;
+      for (const [run, resolve, fail] of waiting.splice(0)) run().then(resolve, fail);
+    },
+    (cause) => {
+      failure = cause;
+      const text = String(cause?.message ?? cause).replace(/^ebb: /, '');
+      for (const [, , fail] of waiting.splice(0)) {
+        fail(new Error(`ebb: not loaded: ${text}`, { cause }));
+      }
+    },
+  );
   return loading;
 }
 
+// Runs `run` now when loaded, else once load() has finished. Anything it throws (it should
+// not) becomes a rejection too.
+function call(run) {
+  if (!inBrowser) return Promise.resolve();
+  const guarded = () => {
+    try {
+      return run();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  };
+  if (loaded) return guarded();
+  if (failure) return reject(`not loaded: ${String(failure?.message ?? failure).replace(/^ebb: /, '')}`);
+  return new Promise((resolve, fail) => waiting.push([guarded, resolve, fail]));
+}
+
 /**
- * Records who the user is. `identify(userId, traits)`, `identify(userId)` and
- * `identify(traits)` are all accepted.
+ * Records who the user is. `identify(userId, traits?, options?)`, `identify(traits)` and
+ * `identify(traits, options)` are all accepted; `options.userHash` is the identity-
+ * verification hash computed by the site's server.
  */
-export function identify(userId, traits) {
-  if (userId !== null && typeof userId === 'object') {
-    return whenLoaded(() => wasm.identify(undefined, userId));
-  }
-  return whenLoaded(() => wasm.identify(userId, traits));
+export function identify(userId, traits, options) {
+  return replayable.identify(undefined, userId, traits, options);
 }
 
-/** Records something the user did. Resolves once the message is queued. */
+/** Records something the user did. */
 export function track(event, properties) {
-  return whenLoaded(() => wasm.track(event, properties));
+  return replayable.track(undefined, event, properties);
 }
 
-/** Sends everything queued. Resolves once the collector has accepted it. */
+/** Records a page view: `page(name?, properties?)` or `page(properties)`. */
+export function page(name, properties) {
+  return replayable.page(undefined, name, properties);
+}
+
+/** Records the user's membership of a group. */
+export function group(groupId, traits) {
+  return replayable.group(undefined, groupId, traits);
+}
+
+/** Records that `userId` and `previousId` (default: the current id) name one user. */
+export function alias(userId, previousId) {
+  return replayable.alias(undefined, userId, previousId);
+}
+
+/** Records a survey response: `answers` maps each question to its answer. */
+export function respond(surveyId, answers) {
+  return replayable.respond(undefined, surveyId, answers);
+}
+
+/** Forgets the user and starts a new anonymous id. */
+export function reset() {
+  return call(() => wasm.reset());
+}
+
+/** Sends everything queued; resolves once the collector has taken it. */
 export function flush() {
-  return whenLoaded(() => wasm.flush());
+  return call(() => wasm.flush());
 }
 
-// Runs `call` after load; anything it throws (it should not) becomes a rejection too.
-function whenLoaded(call) {
-  return ready.then(call, (cause) => {
-    const reason = String(cause?.message ?? cause).replace(/^ebb: /, '');
-    return Promise.reject(new Error(`ebb: not loaded: ${reason}`, { cause }));
-  });
+/** Resolves once the SDK is loaded; rejects if loading failed. */
+export function ready() {
+  return call(() => Promise.resolve());
 }
 
-const ebb = { load, identify, track, flush };
+/** Calls `listener(state)` after each change of consent. Returns a function that stops it. */
+export function on(event, listener) {
+  if (event === 'consent' && typeof listener === 'function') listeners.add(listener);
+  return () => off(event, listener);
+}
+
+/** Stops a listener added with `on`. */
+export function off(event, listener) {
+  if (event === 'consent') listeners.delete(listener);
+}
+
+/** The visitor's consent: grant, deny, withdraw, and the current state. */
+export const consent = {
+  grant: (categories) => call(() => wasm.grant(categories)),
+  deny: (categories) => call(() => wasm.deny(categories)),
+  withdraw: () => call(() => wasm.withdraw()),
+  state: () => (loaded ? wasm.consentState() : null),
+};
+
+// The recording calls, taking first the time and page of a call made before the module
+// loaded (from the snippet's queue), or `undefined` for a call made now.
+const replayable = {
+  identify(meta, userId, traits, options) {
+    if (userId !== null && typeof userId === 'object') {
+      [userId, traits, options] = [undefined, userId, traits];
+    }
+    return call(() => wasm.identify(userId, traits, options, meta));
+  },
+  track: (meta, event, properties) => call(() => wasm.track(event, properties, meta)),
+  page(meta, name, properties) {
+    if (name !== null && typeof name === 'object') [name, properties] = [undefined, name];
+    return call(() => wasm.page(name, properties, meta));
+  },
+  group: (meta, groupId, traits) => call(() => wasm.group(groupId, traits, meta)),
+  alias: (meta, userId, previousId) => call(() => wasm.alias(userId, previousId, meta)),
+  respond: (meta, surveyId, answers) => call(() => wasm.respond(surveyId, answers, meta)),
+};
+
+const ebb = {
+  load, identify, track, page, group, alias, respond, reset, flush, ready, on, off, consent,
+};
+
+/**
+ * Replays the calls that the inline snippet queued before the module loaded, in order,
+ * each with the time and page it was made on, and settles each call's promise. Used by the
+ * snippet's loader (`auto.js`); pages do not call it.
+ */
+export function replay(queue) {
+  for (const entry of queue ?? []) {
+    const { m: name, a: args = [], t: timestamp, p: pageContext, r: resolve, j: fail } = entry;
+    let result;
+    try {
+      if (name in replayable) {
+        result = replayable[name]({ timestamp, page: pageContext }, ...args);
+      } else if (name.startsWith('consent.')) {
+        result = consent[name.slice(8)](...args);
+      } else if (typeof ebb[name] === 'function') {
+        result = ebb[name](...args);
+      } else {
+        result = reject(`unknown call ${name}`);
+      }
+    } catch (error) {
+      result = Promise.reject(error);
+    }
+    Promise.resolve(result).then(resolve, fail);
+  }
+}
+
 export default ebb;

@@ -1,22 +1,55 @@
-//! How the SDK was loaded: the write key, the collector's address and the flush triggers.
+//! How the SDK was loaded: the write key, the collector's address, batching, the queue's
+//! bound, the retry schedule and the consent settings. Every default is a named constant
+//! here and in the README.
 
 use crate::{Error, Result};
+
+/// Whether tracking waits for consent or runs until the visitor objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Nothing is stored or sent until the required categories are granted (the default).
+    OptIn,
+    /// Tracking runs until the visitor objects: a denial, a withdrawal, or a privacy signal.
+    OptOut,
+}
 
 /// The settings given to `load`, checked and normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    write_key: String,
-    host: String,
-    flush_at: usize,
-    flush_interval_ms: u32,
+    pub(crate) write_key: String,
+    pub(crate) host: String,
+    pub(crate) flush_at: usize,
+    pub(crate) flush_bytes: usize,
+    pub(crate) flush_interval_ms: u32,
+    pub(crate) max_queue_bytes: usize,
+    pub(crate) max_pending: usize,
+    pub(crate) retry_base_ms: u32,
+    pub(crate) retry_max_ms: u32,
+    pub(crate) mode: Mode,
+    pub(crate) categories: Vec<String>,
+    pub(crate) required: Vec<String>,
+    pub(crate) honor_dnt: bool,
+    pub(crate) user_hash: Option<String>,
 }
 
 impl Config {
-    /// How many queued messages trigger a flush when `flushAt` is not given.
+    /// Queued messages that trigger a flush (`flushAt`).
     pub const DEFAULT_FLUSH_AT: usize = 20;
-
-    /// How long a message waits at most before a flush when `flushInterval` is not given.
+    /// Queued bytes that trigger a flush, and the most one batch body holds (`flushBytes`):
+    /// under the browser's 64 KiB budget for requests that outlive the page.
+    pub const DEFAULT_FLUSH_BYTES: usize = 60_000;
+    /// The longest a queued message waits for a flush, in milliseconds (`flushInterval`).
     pub const DEFAULT_FLUSH_INTERVAL_MS: u32 = 10_000;
+    /// The bound of the stored queue in bytes (`maxQueueBytes`); the oldest go first.
+    pub const DEFAULT_MAX_QUEUE_BYTES: usize = 256 * 1024;
+    /// Calls kept in memory while consent is undecided (`maxPendingCalls`).
+    pub const DEFAULT_MAX_PENDING: usize = 100;
+    /// The first retry's delay in milliseconds (`retry.baseDelay`); it doubles per failure.
+    pub const DEFAULT_RETRY_BASE_MS: u32 = 1_000;
+    /// The longest delay between retries in milliseconds (`retry.maxDelay`).
+    pub const DEFAULT_RETRY_MAX_MS: u32 = 60_000;
+    /// The category that tracking needs when none are configured.
+    pub const DEFAULT_CATEGORY: &'static str = "analytics";
 
     /// Settings for the environment named by `write_key`, sending to the collector at `host`.
     ///
@@ -43,30 +76,54 @@ impl Config {
         let host = if has_scheme || host.starts_with('/') {
             host.to_owned()
         } else {
-            format!("https://{host}")
+            let mut full = String::from("https://");
+            full.push_str(host);
+            full
         };
 
         Ok(Self {
             write_key: write_key.to_owned(),
             host,
             flush_at: Self::DEFAULT_FLUSH_AT,
+            flush_bytes: Self::DEFAULT_FLUSH_BYTES,
             flush_interval_ms: Self::DEFAULT_FLUSH_INTERVAL_MS,
+            max_queue_bytes: Self::DEFAULT_MAX_QUEUE_BYTES,
+            max_pending: Self::DEFAULT_MAX_PENDING,
+            retry_base_ms: Self::DEFAULT_RETRY_BASE_MS,
+            retry_max_ms: Self::DEFAULT_RETRY_MAX_MS,
+            mode: Mode::OptIn,
+            categories: vec![Self::DEFAULT_CATEGORY.to_owned()],
+            required: vec![Self::DEFAULT_CATEGORY.to_owned()],
+            honor_dnt: false,
+            user_hash: None,
         })
     }
 
-    /// Flush as soon as `count` messages are queued.
+    /// Flush as soon as `count` messages are queued; also the most messages in one batch.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when `count` is zero.
     pub fn with_flush_at(mut self, count: usize) -> Result<Self> {
-        if count == 0 {
+        self.flush_at = at_least_one(count, "flushAt")?;
+        Ok(self)
+    }
+
+    /// Flush as soon as `bytes` are queued; also the most bytes in one batch body. A
+    /// single message larger than this still goes, alone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `bytes` is under 1 KiB or over the collector's
+    /// batch limit.
+    pub fn with_flush_bytes(mut self, bytes: usize) -> Result<Self> {
+        if !(1024..=ebb_protocol::MAX_BATCH_BYTES).contains(&bytes) {
             return Err(Error::InvalidArgument {
-                what: "flushAt",
-                why: "must be a whole number of at least 1",
+                what: "flushBytes",
+                why: "must be between 1024 and 512000",
             });
         }
-        self.flush_at = count;
+        self.flush_bytes = bytes;
         Ok(self)
     }
 
@@ -76,14 +133,103 @@ impl Config {
     ///
     /// [`Error::InvalidArgument`] when `millis` is zero.
     pub fn with_flush_interval_ms(mut self, millis: u32) -> Result<Self> {
-        if millis == 0 {
+        self.flush_interval_ms = at_least_one(millis as usize, "flushInterval")? as u32;
+        Ok(self)
+    }
+
+    /// Bound the stored queue to `bytes`; the oldest messages are dropped past it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `bytes` is smaller than one largest message.
+    pub fn with_max_queue_bytes(mut self, bytes: usize) -> Result<Self> {
+        if bytes < ebb_protocol::MAX_MESSAGE_BYTES {
             return Err(Error::InvalidArgument {
-                what: "flushInterval",
-                why: "must be a whole number of milliseconds, at least 1",
+                what: "maxQueueBytes",
+                why: "must be at least 32768, the size of one largest message",
             });
         }
-        self.flush_interval_ms = millis;
+        self.max_queue_bytes = bytes;
         Ok(self)
+    }
+
+    /// Keep at most `count` calls in memory while consent is undecided.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `count` is zero.
+    pub fn with_max_pending(mut self, count: usize) -> Result<Self> {
+        self.max_pending = at_least_one(count, "maxPendingCalls")?;
+        Ok(self)
+    }
+
+    /// Retry after `base_ms`, doubling per failure up to `max_ms`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when either is zero or `base_ms` exceeds `max_ms`.
+    pub fn with_retry(mut self, base_ms: u32, max_ms: u32) -> Result<Self> {
+        if base_ms == 0 || base_ms > max_ms {
+            return Err(Error::InvalidArgument {
+                what: "retry",
+                why: "baseDelay must be at least 1 and at most maxDelay",
+            });
+        }
+        self.retry_base_ms = base_ms;
+        self.retry_max_ms = max_ms;
+        Ok(self)
+    }
+
+    /// Use consent `mode`, with the named `categories` known and the `required` ones needed
+    /// for tracking. Empty `categories` keep the default (`analytics`); empty `required`
+    /// means the first category.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a blank category name.
+    pub fn with_consent(
+        mut self,
+        mode: Mode,
+        categories: Vec<String>,
+        required: Vec<String>,
+    ) -> Result<Self> {
+        if categories
+            .iter()
+            .chain(&required)
+            .any(|name| name.trim().is_empty())
+        {
+            return Err(Error::InvalidArgument {
+                what: "consent category",
+                why: "must be a non-empty string",
+            });
+        }
+        self.mode = mode;
+        if !categories.is_empty() {
+            self.categories = categories;
+        }
+        self.required = if required.is_empty() {
+            self.categories.iter().take(1).cloned().collect()
+        } else {
+            required
+        };
+        for name in &self.required {
+            if !self.categories.contains(name) {
+                self.categories.push(name.clone());
+            }
+        }
+        Ok(self)
+    }
+
+    /// Count the browser's Do Not Track setting as an objection, like Global Privacy Control.
+    pub fn with_honor_dnt(mut self, honor: bool) -> Self {
+        self.honor_dnt = honor;
+        self
+    }
+
+    /// Send `hash` as `context.userHash` (identity verification) on every message.
+    pub fn with_user_hash(mut self, hash: Option<String>) -> Self {
+        self.user_hash = hash.filter(|hash| !hash.is_empty());
+        self
     }
 
     /// The write key, which names one environment at the collector.
@@ -101,18 +247,40 @@ impl Config {
         self.flush_at
     }
 
+    /// How many queued bytes trigger a flush.
+    pub fn flush_bytes(&self) -> usize {
+        self.flush_bytes
+    }
+
     /// The longest a queued message waits for a flush, in milliseconds.
     pub fn flush_interval_ms(&self) -> u32 {
         self.flush_interval_ms
     }
 
+    /// The consent mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
     /// Where batches go: `{host}/v1/batch`.
     pub fn batch_url(&self) -> String {
-        format!("{}/v1/batch", self.host)
+        let mut url = self.host.clone();
+        url.push_str("/v1/batch");
+        url
     }
 }
 
-#[cfg(test)]
+fn at_least_one(count: usize, what: &'static str) -> Result<usize> {
+    if count == 0 {
+        return Err(Error::InvalidArgument {
+            what,
+            why: "must be a whole number of at least 1",
+        });
+    }
+    Ok(count)
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 
@@ -144,12 +312,35 @@ mod tests {
     }
 
     #[test]
-    fn flush_triggers_default_and_refuse_zero() {
+    fn defaults_are_documented_values_and_zero_is_refused() {
         let config = Config::new("wk", "http://h").unwrap();
 
         assert_eq!(config.flush_at(), 20);
+        assert_eq!(config.flush_bytes(), 60_000);
         assert_eq!(config.flush_interval_ms(), 10_000);
+        assert_eq!(config.max_queue_bytes, 262_144);
+        assert_eq!(config.mode(), Mode::OptIn);
+        assert_eq!(config.required, ["analytics"]);
         assert!(config.clone().with_flush_at(0).is_err());
-        assert!(config.with_flush_interval_ms(0).is_err());
+        assert!(config.clone().with_flush_interval_ms(0).is_err());
+        assert!(config.clone().with_flush_bytes(100).is_err());
+        assert!(config.clone().with_max_queue_bytes(1000).is_err());
+        assert!(config.with_retry(10, 5).is_err());
+    }
+
+    #[test]
+    fn required_categories_default_to_the_first_and_are_always_known() {
+        let config = Config::new("wk", "http://h").unwrap();
+
+        let first = config
+            .clone()
+            .with_consent(Mode::OptIn, vec!["stats".into(), "ads".into()], vec![])
+            .unwrap();
+        let extra = config
+            .with_consent(Mode::OptOut, vec![], vec!["essential".into()])
+            .unwrap();
+
+        assert_eq!(first.required, ["stats"]);
+        assert_eq!(extra.categories, ["analytics", "essential"]);
     }
 }

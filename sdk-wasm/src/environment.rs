@@ -1,11 +1,11 @@
-//! What the core needs from its host: randomness, the clock and the page.
+//! What the core needs from its host: randomness, the clock, the page and its privacy
+//! signals.
 //!
-//! The browser bindings implement [`Environment`] with `crypto.getRandomValues`, `Date` and
-//! `window.location`/`document`; tests implement it with counters and fixed values, which
-//! keeps every message the core builds reproducible.
+//! The browser bindings implement [`Environment`] with `crypto.getRandomValues`, `Date`,
+//! `location`, `document` and `navigator`; tests implement it with counters and fixed
+//! values, which keeps every message the core builds reproducible.
 
-use serde_json::{Map, Value};
-
+use crate::json::Object;
 use crate::Result;
 
 /// The host the SDK runs in.
@@ -20,8 +20,28 @@ pub trait Environment {
     /// The current time as ISO-8601 in UTC, e.g. `2026-05-01T12:00:00.000Z`.
     fn now(&self) -> String;
 
+    /// The current time in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> f64;
+
     /// The page the visitor is on, when the SDK runs in a window.
     fn page(&self) -> Option<Page>;
+
+    /// Whether the browser sends Global Privacy Control (`navigator.globalPrivacyControl`).
+    fn global_privacy_control(&self) -> bool {
+        false
+    }
+
+    /// Whether the browser asks not to be tracked (`navigator.doNotTrack == "1"`).
+    fn do_not_track(&self) -> bool {
+        false
+    }
+
+    /// Whether this page load is a reload of the same tab (`PerformanceNavigationTiming`'s
+    /// `type`): then the tab id kept in `sessionStorage` is this tab's own, even if the page
+    /// before had no chance to mark itself closed.
+    fn reloaded(&self) -> bool {
+        false
+    }
 }
 
 /// The page a message was recorded on, sent as `context.page`.
@@ -40,26 +60,78 @@ pub struct Page {
 }
 
 impl Page {
-    /// The page as the JSON object of `context.page`.
-    pub fn to_json(&self) -> Value {
-        text_object(&[
-            ("path", &self.path),
-            ("url", &self.url),
-            ("search", &self.search),
-            ("title", &self.title),
-            ("referrer", &self.referrer),
-        ])
+    /// The page as the JSON text of `context.page`.
+    pub fn to_json(&self) -> String {
+        Object::new()
+            .string("path", &self.path)
+            .string("url", &self.url)
+            .string("search", &self.search)
+            .string("title", &self.title)
+            .string("referrer", &self.referrer)
+            .finish()
     }
 }
 
-/// A JSON object of string members.
+/// Milliseconds since the Unix epoch as ISO-8601 in UTC with milliseconds, the way
+/// `Date.prototype.toISOString` writes them (years 0 to 9999).
 ///
-/// Built by inserting, not with `json!` (whose expansion unwraps a `Result` and so brings
-/// panic formatting into the wasm module) nor by collecting (which brings a sort).
-pub(crate) fn text_object(members: &[(&str, &str)]) -> Value {
-    let mut object = Map::new();
-    for (name, value) in members {
-        object.insert((*name).to_owned(), Value::from(*value));
+/// Written here because asking the engine for the string costs a round trip and a string
+/// copy on every message, while the number comes across for free.
+pub fn iso8601(ms: f64) -> String {
+    let ms = ms.max(0.0) as u64;
+    let days = ms / 86_400_000;
+    let rest = ms % 86_400_000;
+
+    // Days to a civil date, after Howard Hinnant's `civil_from_days`.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+
+    let mut out = String::with_capacity(24);
+    let mut push = |value: u64, width: usize, after: char| {
+        const POWERS: [u64; 4] = [1000, 100, 10, 1];
+        for power in &POWERS[4 - width..] {
+            out.push(char::from(b'0' + (value / power % 10) as u8));
+        }
+        out.push(after);
+    };
+    push(year, 4, '-');
+    push(month, 2, '-');
+    push(day, 2, 'T');
+    push(rest / 3_600_000, 2, ':');
+    push(rest / 60_000 % 60, 2, ':');
+    push(rest / 1000 % 60, 2, '.');
+    push(rest % 1000, 3, 'Z');
+    out
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn known_instants_are_written_like_to_iso_string() {
+        assert_eq!(iso8601(0.0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400_000.0), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601(1_777_636_800_123.0), "2026-05-01T12:00:00.123Z");
+        assert_eq!(iso8601(253_402_300_799_999.0), "9999-12-31T23:59:59.999Z");
     }
-    Value::Object(object)
+
+    proptest! {
+        #[test]
+        fn every_instant_reads_back_as_itself(ms in 0u64..253_402_300_800_000) {
+            let text = iso8601(ms as f64);
+
+            let parsed = ebb_protocol::decode::parse_timestamp(&text).unwrap();
+            prop_assert_eq!(parsed.timestamp_millis() as u64, ms);
+        }
+    }
 }

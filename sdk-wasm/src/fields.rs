@@ -1,12 +1,10 @@
-//! Traits and properties: one JSON object each, carried as text.
+//! Traits, properties and answers: one JSON object each, carried as text.
 //!
 //! In the browser they arrive as `JSON.stringify`'s output and are spliced into the message
-//! unparsed. Parsing them only to write them out again would double the work and pull
-//! serde_json's parser into the wasm module, where it cost more than a third of the bytes.
+//! unparsed. Parsing them only to write them out again would double the work and pull a JSON
+//! parser into the wasm module.
 
-use serde_json::{Map, Value};
-
-/// A JSON object, as text, to be sent as `traits` or `properties`.
+/// A JSON object, as text, to be sent as `traits`, `properties` or `answers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fields(String);
 
@@ -33,17 +31,8 @@ impl Default for Fields {
     }
 }
 
-impl From<&Map<String, Value>> for Fields {
-    fn from(map: &Map<String, Value>) -> Self {
-        // `Value`'s Display writes compact JSON and cannot fail for a map with string keys.
-        Self(Value::Object(map.clone()).to_string())
-    }
-}
-
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -52,15 +41,5 @@ mod tests {
             assert_eq!(Fields::from_stringified(text.to_owned()), None, "{text}");
         }
         assert!(Fields::from_stringified(r#"{"a":1}"#.to_owned()).is_some());
-    }
-
-    #[test]
-    fn a_map_is_written_as_compact_json() {
-        let map = json!({"plan": "pro", "seats": 3})
-            .as_object()
-            .cloned()
-            .unwrap();
-
-        assert_eq!(Fields::from(&map).as_str(), r#"{"plan":"pro","seats":3}"#);
     }
 }

@@ -25,7 +25,7 @@ pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
     text
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 

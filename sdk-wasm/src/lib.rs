@@ -1,27 +1,35 @@
-//! Ebb's browser SDK: `identify` and `track` calls, queued and delivered in batches to an Ebb
-//! collector over the Segment Tracking API.
+//! Ebb's browser SDK: consent-first `identify`, `track`, `page`, `group`, `alias` and survey
+//! responses, queued and delivered in batches to an Ebb collector over the Segment Tracking
+//! API.
 //!
 //! The crate has two layers. The core ([`Sdk`]) is plain Rust and is tested natively: it
-//! holds the write key, the collector's address, the visitor's ids and the queue, builds each
-//! wire message with `ebb-protocol`'s types, and cuts the queue into [`Batch`]es. What it
-//! needs from a browser (random bytes, the clock, the page) comes through [`Environment`].
+//! holds the consent state, the visitor's ids and the queue, writes each wire message, cuts
+//! the queue into batches, and decides what an answer of the collector means and when to
+//! retry. What it needs from a browser comes through two traits: [`Environment`] (random
+//! bytes, the clock, the page, privacy signals) and [`Store`] (`localStorage` and
+//! `sessionStorage`).
 //!
-//! The browser bindings (module `web`, compiled for `wasm32` only) supply that environment,
-//! convert JavaScript values, decide when to flush, send each batch with `fetch`, and turn
-//! every outcome into a promise, so that nothing throws into the host page. The small
-//! JavaScript entry in `sdk-wasm/js/` loads the module and is what pages import.
+//! The browser bindings (module `web`, compiled for `wasm32` only) supply those, convert
+//! JavaScript values, decide when to flush, send each batch with `fetch` (with `keepalive`
+//! when the page goes away), and turn every outcome into a promise, so that nothing throws
+//! into the host page. The JavaScript entry in `sdk-wasm/js/` loads the module and is what
+//! pages import; `snippet.js` there is the inline loader.
 //!
 //! ```
-//! use ebb_sdk::{Config, Environment, Page, Sdk};
+//! use ebb_sdk::{Call, Config, Environment, MemoryStore, Page, Payload, Recorded, Sdk};
 //!
-//! struct Stub;
+//! struct Stub(u8);
 //!
 //! impl Environment for Stub {
 //!     fn random_bytes(&mut self) -> ebb_sdk::Result<[u8; 16]> {
-//!         Ok([7; 16])
+//!         self.0 += 1;
+//!         Ok([self.0; 16])
 //!     }
 //!     fn now(&self) -> String {
 //!         "2026-05-01T12:00:00.000Z".into()
+//!     }
+//!     fn now_ms(&self) -> f64 {
+//!         1_777_636_800_000.0
 //!     }
 //!     fn page(&self) -> Option<Page> {
 //!         None
@@ -29,38 +37,48 @@
 //! }
 //!
 //! let config = Config::new("wk_live", "https://collector.example")?;
-//! let mut sdk = Sdk::new(config, Stub)?;
-//! sdk.identify(Some("user_42".into()), None)?;
-//! sdk.track("Signed Up".into(), None)?;
+//! let mut sdk = Sdk::new(config, Stub(0), MemoryStore::default())?;
+//! let signed_up = Payload::Track { event: "Signed Up".into(), properties: Default::default() };
 //!
-//! let batch = sdk.next_batch().expect("two messages are queued");
+//! // Opt-in by default: held in memory until the visitor grants the `analytics` category.
+//! assert_eq!(sdk.record(Call::now(signed_up))?, Recorded::Held);
+//! sdk.grant(&["analytics".to_owned()])?;
+//!
+//! let batch = sdk.next_batch(60_000).expect("the consent record and the held call");
 //! assert_eq!(batch.len(), 2);
-//! assert!(batch.body().starts_with(r#"{"batch":[{"type":"identify""#));
-//! assert!(batch.body().ends_with(r#""writeKey":"wk_live"}"#));
+//! assert!(batch.body().contains(r#""event":"Signed Up""#));
+//! assert!(batch.body().contains(r#""categoryPreferences":{"analytics":true}"#));
 //! # Ok::<(), ebb_sdk::Error>(())
 //! ```
-//!
-//! Limitation: consent, persistence of ids and queue, retries with backoff and the
-//! `pagehide` flush are not built yet; DESIGN.md describes them.
 
 #![forbid(unsafe_code)]
 // In tests an unwrap is the assertion that the value is there.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod batch;
 mod config;
+mod consent;
+mod delivery;
 mod environment;
 mod error;
 mod fields;
 mod ids;
+mod json;
+mod queue;
 mod sdk;
+mod store;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
-pub use batch::Batch;
-pub use config::Config;
-pub use environment::{Environment, Page};
+pub use config::{Config, Mode};
+pub use consent::{Consent, Status};
+pub use delivery::{retry_after_seconds, Backoff, Outcome};
+pub use environment::{iso8601, Environment, Page};
 pub use error::{Error, Result};
 pub use fields::Fields;
 pub use ids::uuid_v4;
-pub use sdk::{Sdk, LIBRARY_NAME, LIBRARY_VERSION};
+pub use json::is_object;
+pub use queue::{Batch, Queue, Settled};
+pub use sdk::{
+    Call, ConsentState, Payload, Recorded, Sdk, CONSENT_EVENT, LIBRARY_NAME, LIBRARY_VERSION,
+};
+pub use store::{MemoryStore, Store};

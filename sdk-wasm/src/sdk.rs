@@ -1,22 +1,29 @@
-//! The SDK's state: who the visitor is, and what waits to be sent.
+//! The SDK's state: consent, who the visitor is, and what waits to be sent.
 //!
-//! [`Sdk`] turns `identify` and `track` calls into wire [`Message`]s, queues them serialised,
-//! and hands out [`Batch`]es to deliver. It neither sends nor schedules anything itself: the
-//! browser bindings decide when to flush, perform the request, and report back through
-//! [`Sdk::requeue`] when it failed.
+//! [`Sdk`] takes each [`Call`] and, depending on consent, turns it into a wire message and
+//! queues it, holds it in memory until the visitor decides, or drops it. It mirrors what
+//! must outlive the page into a [`Store`], but only once consent allows, and erases it on
+//! withdrawal. It neither sends nor schedules anything itself: the browser bindings decide
+//! when to flush, perform the requests and report each outcome through [`Sdk::settle`].
 //!
-//! Limitation: the queue lives in memory only and is unbounded. Persisting it, bounding it
-//! in bytes and counting drops belong to the delivery work described in DESIGN.md.
+//! Storage keys, all under `ebb.`: `consent` (the choices), `anon`, `user`, `hash` and
+//! `traits` (the identity), `queue.<tab>` and `live.<tab>` (each tab's queue and when the
+//! tab last wrote it); `sessionStorage` holds `ebb.tab`, the tab's id, which survives a
+//! reload of that tab. Each tab writes only its own queue, so two tabs never send the same
+//! message; the queue of a tab that closed (or went quiet for [`Sdk::ORPHAN_AFTER_MS`]) is
+//! adopted by the next tab that looks.
 
 use std::collections::VecDeque;
 
-use ebb_protocol::{
-    AnonymousId, Message, MessageId, MessageType, UserId, MAX_ID_CHARS, MAX_MESSAGE_BYTES,
-};
-use serde_json::Map;
+use ebb_protocol::{MessageType, MAX_ID_CHARS, MAX_MESSAGE_BYTES};
 
-use crate::environment::text_object;
-use crate::{ids, Batch, Config, Environment, Error, Fields, Result};
+use crate::config::Mode;
+use crate::consent::{Consent, Status};
+use crate::delivery::{Backoff, Outcome};
+use crate::json::{self, Object};
+use crate::queue::{Batch, Queue, Settled};
+use crate::store::Store;
+use crate::{ids, Config, Environment, Error, Fields, Page, Result};
 
 /// The name the SDK gives itself in `context.library`.
 pub const LIBRARY_NAME: &str = "ebb-sdk";
@@ -24,35 +31,195 @@ pub const LIBRARY_NAME: &str = "ebb-sdk";
 /// The SDK's version, sent in `context.library`.
 pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The state of one loaded SDK.
-#[derive(Debug)]
-pub struct Sdk<E> {
-    config: Config,
-    env: E,
-    anonymous_id: AnonymousId,
-    user_id: Option<UserId>,
-    queue: VecDeque<String>,
+/// The event that records a change of consent, as Segment's consent tooling names it.
+pub const CONSENT_EVENT: &str = "Segment Consent Preference Updated";
+
+const CONSENT_KEY: &str = "ebb.consent";
+const ANONYMOUS_ID_KEY: &str = "ebb.anon";
+const USER_ID_KEY: &str = "ebb.user";
+const USER_HASH_KEY: &str = "ebb.hash";
+const TRAITS_KEY: &str = "ebb.traits";
+const QUEUE_PREFIX: &str = "ebb.queue.";
+const LIVE_PREFIX: &str = "ebb.live.";
+const TAB_KEY: &str = "ebb.tab";
+
+/// What a call records, with its arguments checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// `identify(userId?, traits?)`, with an optional identity-verification hash.
+    Identify {
+        /// The site's id for the user; `None` keeps the current one.
+        user_id: Option<String>,
+        /// Traits to merge into those known.
+        traits: Fields,
+        /// `context.userHash` from here on.
+        user_hash: Option<String>,
+    },
+    /// `track(event, properties?)`.
+    Track {
+        /// What happened.
+        event: String,
+        /// Details of it.
+        properties: Fields,
+    },
+    /// `page(name?, properties?)`.
+    Page {
+        /// The page's name.
+        name: Option<String>,
+        /// Details of the view.
+        properties: Fields,
+    },
+    /// `group(groupId, traits?)`.
+    Group {
+        /// The group's id.
+        group_id: String,
+        /// Attributes of the group.
+        traits: Fields,
+    },
+    /// `alias(userId, previousId?)`.
+    Alias {
+        /// The new id.
+        user_id: String,
+        /// The id it replaces; default: the current user id, else the anonymous id.
+        previous_id: Option<String>,
+    },
+    /// `respond(surveyId, answers)`.
+    Response {
+        /// The survey answered.
+        survey_id: String,
+        /// The answers, keyed by question.
+        answers: Fields,
+    },
 }
 
-impl<E: Environment> Sdk<E> {
-    /// Starts the SDK with `config`, minting the visitor's anonymous id.
-    ///
-    /// Limitation: the anonymous id is minted at once and lives as long as the page. Consent
-    /// (no id before a grant) and keeping the id across pages come with the consent work.
+/// One call of the page, with when and where it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// What it records.
+    pub payload: Payload,
+    /// When it was made (ISO-8601); `None` means now.
+    pub timestamp: Option<String>,
+    /// The page it was made on; `None` means the current one.
+    pub page: Option<Page>,
+}
+
+impl Call {
+    /// A call made now, on the current page.
+    pub fn now(payload: Payload) -> Self {
+        Self {
+            payload,
+            timestamp: None,
+            page: None,
+        }
+    }
+}
+
+/// What became of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Queued for sending.
+    Queued,
+    /// Held in memory until consent is decided.
+    Held,
+    /// Dropped: consent is refused.
+    Ignored,
+}
+
+/// A snapshot of the consent state, for `consent.state()` and the change event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentState {
+    /// The consent mode.
+    pub mode: Mode,
+    /// What the state allows.
+    pub status: Status,
+    /// Every known category and whether it is granted.
+    pub preferences: Vec<(String, bool)>,
+    /// Whether a privacy signal (GPC, or DNT when honoured) objects.
+    pub objection: bool,
+}
+
+/// The state of one loaded SDK.
+#[derive(Debug)]
+pub struct Sdk<E, S> {
+    config: Config,
+    env: E,
+    store: S,
+    consent: Consent,
+    /// `context.consent` as JSON, rewritten on each change of consent: every message
+    /// carries it, and writing it per message was a fifth of the cost of `track`.
+    consent_json: String,
+    /// The last page seen and its `context.page` JSON, for the same reason.
+    page_json: Option<(Page, String)>,
+    gpc: bool,
+    anonymous_id: Option<String>,
+    user_id: Option<String>,
+    user_hash: Option<String>,
+    traits: String,
+    pending: VecDeque<Call>,
+    queue: Queue,
+    backoff: Backoff,
+    retry_at_ms: f64,
+    tab: Option<String>,
+    persisting: bool,
+    dirty: bool,
+    storage_failed: bool,
+}
+
+impl<E: Environment, S: Store> Sdk<E, S> {
+    /// A tab whose queue was not written for this long counts as gone, and its queue is
+    /// adopted: ten minutes, far longer than the longest retry delay.
+    pub const ORPHAN_AFTER_MS: f64 = 10.0 * 60.0 * 1000.0;
+
+    /// Starts the SDK with `config`: restores consent choices stored earlier and, if they
+    /// (or the mode) allow tracking, the identity and this tab's queue.
     ///
     /// # Errors
     ///
-    /// [`Error::NoRandomSource`] when the environment cannot supply random bytes.
-    pub fn new(config: Config, mut env: E) -> Result<Self> {
-        let anonymous_id = AnonymousId::new(ids::uuid_v4(env.random_bytes()?));
+    /// [`Error::NoRandomSource`] when tracking is allowed and no id can be minted.
+    pub fn new(config: Config, env: E, store: S) -> Result<Self> {
+        let gpc = env.global_privacy_control();
+        let objection = gpc || (config.honor_dnt && env.do_not_track());
+        let mut consent = Consent::new(
+            config.mode,
+            config.categories.clone(),
+            config.required.clone(),
+            objection,
+        );
+        let stored_consent = store.get(CONSENT_KEY);
+        if let Some(stored) = &stored_consent {
+            consent.restore(stored);
+        }
 
-        Ok(Self {
+        let mut sdk = Self {
+            queue: Queue::new(config.max_queue_bytes),
+            backoff: Backoff::new(config.retry_base_ms, config.retry_max_ms),
+            user_hash: config.user_hash.clone(),
             config,
             env,
-            anonymous_id,
+            store,
+            consent_json: consent.to_json(),
+            page_json: None,
+            consent,
+            gpc,
+            anonymous_id: None,
             user_id: None,
-            queue: VecDeque::new(),
-        })
+            traits: "{}".to_owned(),
+            pending: VecDeque::new(),
+            retry_at_ms: 0.0,
+            tab: None,
+            persisting: false,
+            dirty: false,
+            storage_failed: false,
+        };
+        // A visitor who consented earlier keeps their identity and queue, even after denying
+        // since (the queue still holds what was recorded with consent); so does an opt-out
+        // visitor who never objected. A stored withdrawal left no identity to keep.
+        let consented_before =
+            stored_consent.is_some() && sdk.store.get(ANONYMOUS_ID_KEY).is_some();
+        if sdk.consent.status() == Status::Allowed || consented_before {
+            sdk.activate()?;
+        }
+        Ok(sdk)
     }
 
     /// The settings the SDK was loaded with.
@@ -60,382 +227,648 @@ impl<E: Environment> Sdk<E> {
         &self.config
     }
 
-    /// The visitor's anonymous id, the same on every message.
-    pub fn anonymous_id(&self) -> &AnonymousId {
-        &self.anonymous_id
+    /// The visitor's anonymous id, once tracking was allowed.
+    pub fn anonymous_id(&self) -> Option<&str> {
+        self.anonymous_id.as_deref()
     }
 
     /// The user id given to the last `identify` that named one.
-    pub fn user_id(&self) -> Option<&UserId> {
-        self.user_id.as_ref()
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
     }
 
-    /// Records who the user is: queues an `identify` message.
-    ///
-    /// With `user_id`, that id is remembered and sent on every later message; without one,
-    /// the traits describe the visitor under the id known so far.
+    /// The store the SDK mirrors its state into.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Ends the SDK, handing back its store (what the next page load would find).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Whether a write to storage failed (the SDK then works from memory alone).
+    pub fn storage_failed(&self) -> bool {
+        self.storage_failed
+    }
+
+    /// Calls held until consent is decided.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Records a call as consent allows.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for an empty or overlong user id, and the errors of
-    /// [`Sdk::track`]. Nothing changes when it fails.
-    pub fn identify(&mut self, user_id: Option<String>, traits: Option<Fields>) -> Result<()> {
-        let user_id = match user_id {
-            Some(id) if id.is_empty() || id.chars().nth(MAX_ID_CHARS).is_some() => {
-                return Err(Error::InvalidArgument {
-                    what: "userId",
-                    why: "must be a non-empty string of at most 1000 characters",
-                });
+    /// [`Error::InvalidArgument`] for a bad argument, [`Error::MessageTooLarge`] for a
+    /// message over the collector's limit, [`Error::NoRandomSource`]. Nothing changes when
+    /// it fails.
+    pub fn record(&mut self, mut call: Call) -> Result<Recorded> {
+        check(&call.payload)?;
+        if call.timestamp.is_none() {
+            call.timestamp = Some(self.env.now());
+        }
+
+        match self.consent.status() {
+            Status::Allowed => {
+                self.apply(&call)?;
+                Ok(Recorded::Queued)
             }
-            Some(id) => Some(UserId::new(id)),
-            None => self.user_id.clone(),
-        };
-
-        let message = self.message(MessageType::Identify, user_id.clone())?;
-        self.enqueue(&message, "traits", &traits.unwrap_or_default())?;
-
-        self.user_id = user_id;
-        Ok(())
+            Status::Pending => {
+                if call.page.is_none() {
+                    call.page = self.env.page();
+                }
+                if self.pending.len() >= self.config.max_pending {
+                    self.pending.pop_front();
+                }
+                self.pending.push_back(call);
+                Ok(Recorded::Held)
+            }
+            Status::Refused => Ok(Recorded::Ignored),
+        }
     }
 
-    /// Records something the user did: queues a `track` message.
+    /// Grants `categories`. When that allows tracking, the identity is minted or restored,
+    /// the change is recorded, and the held calls are queued with their own timestamps.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for an empty event name,
-    /// [`Error::MessageTooLarge`] when the message is over the collector's limit, and
+    /// [`Error::NoRandomSource`] when no id can be minted.
+    pub fn grant(&mut self, categories: &[String]) -> Result<bool> {
+        let changed = self.consent.choose(categories, true);
+        self.consent_json = self.consent.to_json();
+        if self.consent.status() == Status::Allowed {
+            if !self.persisting {
+                self.activate()?;
+            }
+            if changed {
+                self.record_consent()?;
+            }
+            self.save_consent();
+            while let Some(call) = self.pending.pop_front() {
+                // A held call that fails now (too large after merging traits) cannot be
+                // reported to its caller any more; it is dropped like a refused one.
+                let _ = self.apply(&call);
+            }
+        } else if changed && self.persisting {
+            self.record_consent()?;
+            self.save_consent();
+        }
+        Ok(changed)
+    }
+
+    /// Denies `categories`. When that refuses tracking, the held calls are dropped. A
+    /// visitor who had consented gets the change recorded at the collector.
+    ///
+    /// # Errors
+    ///
     /// [`Error::NoRandomSource`] when no message id can be minted.
-    pub fn track(&mut self, event: String, properties: Option<Fields>) -> Result<()> {
-        if event.is_empty() {
-            return Err(Error::InvalidArgument {
-                what: "event",
-                why: "must be a non-empty string naming what happened",
-            });
+    pub fn deny(&mut self, categories: &[String]) -> Result<bool> {
+        let changed = self.consent.choose(categories, false);
+        self.consent_json = self.consent.to_json();
+        if self.consent.status() == Status::Refused {
+            self.pending.clear();
         }
-
-        let mut message = self.message(MessageType::Track, self.user_id.clone())?;
-        message.event = Some(event);
-        self.enqueue(&message, "properties", &properties.unwrap_or_default())
+        if changed && self.persisting {
+            self.record_consent()?;
+            self.save_consent();
+        }
+        Ok(changed)
     }
 
-    /// How many messages wait to be sent (messages in flight are not counted).
-    pub fn queued(&self) -> usize {
-        self.queue.len()
-    }
-
-    /// Whether the queue has reached the `flushAt` count.
-    pub fn should_flush(&self) -> bool {
-        self.queue.len() >= self.config.flush_at()
-    }
-
-    /// Takes the oldest queued messages into a batch for one request, stamped with `sentAt`.
+    /// Withdraws consent: denies every category, erases the queue, the held calls and the
+    /// stored identity from the browser, and queues one withdrawal record (in memory only)
+    /// for a visitor who had an identity. In opt-out mode the denial itself stays stored,
+    /// or tracking would resume on the next page.
     ///
-    /// Returns `None` when nothing is queued. Call it until it does to send everything.
-    pub fn next_batch(&mut self) -> Option<Batch> {
-        let sent_at = self.env.now();
-
-        Batch::take(&mut self.queue, self.config.write_key(), &sent_at)
-    }
-
-    /// Puts the messages of a batch that could not be delivered back at the front of the
-    /// queue, ahead of anything queued since, to go out again with the same message ids.
-    pub fn requeue(&mut self, batch: Batch) {
-        for message in batch.into_messages().into_iter().rev() {
-            self.queue.push_front(message);
-        }
-    }
-
-    /// A message of `kind` with what every message carries: ids, time and context.
-    fn message(&mut self, kind: MessageType, user_id: Option<UserId>) -> Result<Message> {
-        let library = text_object(&[("name", LIBRARY_NAME), ("version", LIBRARY_VERSION)]);
-        let mut context = Map::new();
-        context.insert("library".to_owned(), library);
-        if let Some(page) = self.env.page() {
-            context.insert("page".to_owned(), page.to_json());
-        }
-
-        let mut message = Message::new(kind);
-        message.message_id = Some(MessageId::new(ids::uuid_v4(self.env.random_bytes()?)));
-        message.anonymous_id = Some(self.anonymous_id.clone());
-        message.user_id = user_id;
-        message.timestamp = Some(self.env.now());
-        message.context = context;
-        Ok(message)
-    }
-
-    /// Serialises `message` with `fields` added under `name`, and queues it.
+    /// # Errors
     ///
-    /// `name` is `traits` or `properties`, which the message itself leaves empty: the
-    /// fields are JSON text already (see [`Fields`]), so they are spliced in, not parsed.
-    fn enqueue(&mut self, message: &Message, name: &str, fields: &Fields) -> Result<()> {
-        // Cannot fail: a `Message` has string keys and JSON values only.
-        let mut json = serde_json::to_string(message).map_err(|_| Error::InvalidArgument {
-            what: "message",
-            why: "cannot be written as JSON",
-        })?;
-        json.pop(); // the object's closing brace
-        json.push_str(",\"");
-        json.push_str(name);
-        json.push_str("\":");
-        json.push_str(fields.as_str());
-        json.push('}');
-
-        if json.len() > MAX_MESSAGE_BYTES {
-            return Err(Error::MessageTooLarge {
-                bytes: json.len(),
-                limit: MAX_MESSAGE_BYTES,
-            });
+    /// [`Error::NoRandomSource`] when no message id can be minted.
+    pub fn withdraw(&mut self) -> Result<()> {
+        let had_identity = self.anonymous_id.is_some() || self.user_id.is_some();
+        self.consent.deny_all();
+        self.consent_json = self.consent.to_json();
+        self.pending.clear();
+        self.queue.clear();
+        if had_identity {
+            self.record_consent()?;
         }
 
-        self.queue.push_back(json);
+        for key in self.store.keys() {
+            if key.starts_with("ebb.") {
+                self.store.remove(&key);
+            }
+        }
+        self.store.session_remove(TAB_KEY);
+        self.persisting = false;
+        self.dirty = false;
+        self.tab = None;
+        self.anonymous_id = None;
+        self.user_id = None;
+        self.user_hash = self.config.user_hash.clone();
+        self.traits = "{}".to_owned();
+        if self.consent.mode() == Mode::OptOut {
+            let encoded = self.consent.encode();
+            self.write(CONSENT_KEY, &encoded);
+        }
         Ok(())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use ebb_protocol::decode::decode_batch;
-
-    use serde_json::{json, Value};
-
-    use super::*;
-    use crate::Page;
-
-    /// An environment with counting random bytes, a fixed clock and a fixed page.
-    #[derive(Debug, Default)]
-    struct Fixed {
-        draws: u8,
-        page: Option<Page>,
+    /// Forgets the user (id, traits, hash) and, if tracking is allowed, mints a new
+    /// anonymous id. The queue stays.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRandomSource`] when no id can be minted.
+    pub fn reset(&mut self) -> Result<()> {
+        self.user_id = None;
+        self.user_hash = None;
+        self.traits = "{}".to_owned();
+        self.anonymous_id = None;
+        if self.persisting {
+            self.anonymous_id = Some(self.mint()?);
+            self.save_identity();
+        }
+        Ok(())
     }
 
-    impl Environment for Fixed {
-        fn random_bytes(&mut self) -> Result<[u8; 16]> {
-            self.draws += 1;
-            Ok([self.draws; 16])
-        }
-
-        fn now(&self) -> String {
-            "2026-05-01T12:00:00.000Z".to_owned()
-        }
-
-        fn page(&self) -> Option<Page> {
-            self.page.clone()
+    /// The consent state now.
+    pub fn consent_state(&self) -> ConsentState {
+        ConsentState {
+            mode: self.consent.mode(),
+            status: self.consent.status(),
+            preferences: self.consent.preferences(),
+            objection: self.consent.objection(),
         }
     }
 
-    fn sdk() -> Sdk<Fixed> {
-        let config = Config::new("wk_test", "http://collector.test").unwrap();
-        let page = Page {
-            path: "/pricing".into(),
-            url: "http://site.test/pricing?plan=pro".into(),
-            search: "?plan=pro".into(),
-            title: "Pricing".into(),
-            referrer: "http://site.test/".into(),
+    /// Messages waiting to be sent (not counting those in flight).
+    pub fn queued(&self) -> usize {
+        self.queue.waiting()
+    }
+
+    /// Whether the queue reaches `flushAt` messages waiting or `flushBytes` in all.
+    pub fn should_flush(&self) -> bool {
+        self.queue.waiting() >= self.config.flush_at
+            || (self.queue.waiting() > 0 && self.queue.bytes() >= self.config.flush_bytes)
+    }
+
+    /// Whether any request is under way.
+    pub fn flying(&self) -> bool {
+        self.queue.flying()
+    }
+
+    /// Milliseconds until a retry is due (0 when nothing holds sending back).
+    pub fn retry_wait_ms(&self) -> f64 {
+        (self.retry_at_ms - self.env.now_ms()).max(0.0)
+    }
+
+    /// The mark a flush waits for: everything queued before it.
+    pub fn flush_mark(&self) -> u64 {
+        self.queue.next_seq()
+    }
+
+    /// Whether messages queued before `mark` are still waiting or under way.
+    pub fn holds_before(&self, mark: u64) -> bool {
+        self.queue.holds_before(mark)
+    }
+
+    /// Takes the oldest waiting messages into a batch of at most `max_bytes`, stamped with
+    /// `sentAt`, or `None` when nothing waits.
+    pub fn next_batch(&mut self, max_bytes: usize) -> Option<Batch> {
+        let sent_at = self.env.now();
+        let max_bytes = max_bytes.min(self.config.flush_bytes);
+
+        self.queue.take(
+            self.config.flush_at,
+            max_bytes,
+            &self.config.write_key,
+            &sent_at,
+        )
+    }
+
+    /// Records how the request for `batch` ended; returns the delay before the next try
+    /// when it is to be retried.
+    pub fn settle(&mut self, batch: u64, outcome: &Outcome) -> Option<u32> {
+        self.dirty = true;
+        match outcome {
+            Outcome::Delivered | Outcome::Refused { .. } => {
+                self.queue.settle(batch, Settled::Done);
+                self.backoff.succeeded();
+                self.retry_at_ms = 0.0;
+                None
+            }
+            Outcome::Retry { retry_after_ms, .. } => {
+                self.queue.settle(batch, Settled::Retry);
+                let random = self.random_u32();
+                let delay = self.backoff.failed(random, *retry_after_ms);
+                self.retry_at_ms = self.env.now_ms() + f64::from(delay);
+                Some(delay)
+            }
+        }
+    }
+
+    /// Lets a retry go now (the browser came back online).
+    pub fn retry_now(&mut self) {
+        self.retry_at_ms = 0.0;
+    }
+
+    /// Whether the stored queue is behind the one in memory.
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Writes the queue to storage, when it changed and consent allows storing.
+    pub fn save(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let Some(tab) = self.tab.clone() else {
+            return;
+        };
+        let encoded = self.queue.encode();
+        self.write(&key(QUEUE_PREFIX, &tab), &encoded);
+        self.touch_live(&tab);
+    }
+
+    /// The page is going away (or into the back-forward cache): stores the queue and marks
+    /// the tab as closed, so that a reload of it, or another tab, takes the queue over.
+    pub fn page_hidden(&mut self) {
+        self.dirty = true;
+        self.save();
+        if let Some(tab) = &self.tab {
+            self.store.remove(&key(LIVE_PREFIX, tab));
+        }
+    }
+
+    /// The page came back from the back-forward cache: takes the tab's stored queue up
+    /// again, as another tab may have adopted it meanwhile.
+    pub fn page_shown(&mut self) {
+        let Some(tab) = self.tab.clone() else {
+            return;
+        };
+        self.queue.clear();
+        if let Some(stored) = self.store.get(&key(QUEUE_PREFIX, &tab)) {
+            self.queue.restore(&stored);
+        }
+        self.touch_live(&tab);
+    }
+
+    /// Takes over the queues of tabs that closed or went quiet; returns how many messages
+    /// were adopted.
+    pub fn adopt_orphans(&mut self) -> usize {
+        let Some(own) = self.tab.clone() else {
+            return 0;
+        };
+        let now = self.env.now_ms();
+        let before = self.queue.waiting();
+
+        for name in self.store.keys() {
+            let Some(tab) = name.strip_prefix(QUEUE_PREFIX) else {
+                continue;
+            };
+            let live = self
+                .store
+                .get(&key(LIVE_PREFIX, tab))
+                .and_then(|at| at.parse::<u64>().ok());
+            if tab == own || live.is_some_and(|at| now - (at as f64) < Self::ORPHAN_AFTER_MS) {
+                continue;
+            }
+            if let Some(stored) = self.store.get(&name) {
+                self.queue.restore(&stored);
+            }
+            self.store.remove(&name);
+            self.store.remove(&key(LIVE_PREFIX, tab));
+        }
+
+        let adopted = self.queue.waiting().saturating_sub(before);
+        if adopted > 0 {
+            self.dirty = true;
+        }
+        adopted
+    }
+
+    /// From the first moment tracking is allowed: restores or mints the identity, claims
+    /// this tab's queue, and stores what must outlive the page.
+    fn activate(&mut self) -> Result<()> {
+        self.persisting = true;
+
+        let stored_id = |store: &S, key: &str| {
+            store
+                .get(key)
+                .filter(|id| !id.is_empty() && id.chars().nth(MAX_ID_CHARS).is_none())
+        };
+        self.user_id = stored_id(&self.store, USER_ID_KEY);
+        self.user_hash = stored_id(&self.store, USER_HASH_KEY).or(self.user_hash.take());
+        if let Some(traits) = self.store.get(TRAITS_KEY).filter(|t| json::is_object(t)) {
+            self.traits = traits;
+        }
+        self.anonymous_id = match stored_id(&self.store, ANONYMOUS_ID_KEY) {
+            Some(id) => Some(id),
+            None => Some(self.mint()?),
+        };
+        self.save_identity();
+
+        self.claim_tab()?;
+        Ok(())
+    }
+
+    /// Finds this tab's id (kept across reloads in `sessionStorage`) and its stored queue.
+    /// A tab id whose queue another live tab is writing (a duplicated tab copies
+    /// `sessionStorage`) is replaced by a new one, unless this load is a reload.
+    ///
+    /// Limitation: a tab that crashed and is opened again by other means than a reload
+    /// cannot tell itself from a duplicate; its queue waits [`Sdk::ORPHAN_AFTER_MS`] before
+    /// a tab adopts it.
+    fn claim_tab(&mut self) -> Result<()> {
+        let now = self.env.now_ms();
+        let reloaded = self.env.reloaded();
+        let live_elsewhere = |store: &S, tab: &str| {
+            store
+                .get(&key(LIVE_PREFIX, tab))
+                .and_then(|at| at.parse::<u64>().ok())
+                .is_some_and(|at| now - (at as f64) < Self::ORPHAN_AFTER_MS)
+        };
+        let tab = match self.store.session_get(TAB_KEY) {
+            Some(tab) if !tab.is_empty() && (reloaded || !live_elsewhere(&self.store, &tab)) => tab,
+            _ => {
+                let bytes = self.env.random_bytes()?;
+                ids::uuid_v4(bytes)[..8].to_owned()
+            }
+        };
+        if !self.store.session_set(TAB_KEY, &tab) {
+            self.storage_failed = true;
+        }
+
+        if let Some(stored) = self.store.get(&key(QUEUE_PREFIX, &tab)) {
+            self.queue.restore(&stored);
+        }
+        self.touch_live(&tab);
+        self.tab = Some(tab);
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn touch_live(&mut self, tab: &str) {
+        let mut at = String::new();
+        json::push_number(&mut at, self.env.now_ms().max(0.0) as u64);
+        self.write(&key(LIVE_PREFIX, tab), &at);
+    }
+
+    /// Builds the message of an allowed call, queues it, and updates the identity.
+    fn apply(&mut self, call: &Call) -> Result<()> {
+        let mut user_id = self.user_id.clone();
+        let mut traits = None;
+        let mut user_hash = self.user_hash.clone();
+        if let Payload::Identify {
+            user_id: new_id,
+            traits: given,
+            user_hash: new_hash,
+        } = &call.payload
+        {
+            let same_user = new_id.is_none() || *new_id == self.user_id;
+            let base = if same_user {
+                self.traits.as_str()
+            } else {
+                "{}"
+            };
+            traits = Some(json::merge(base, given.as_str()));
+            if new_id.is_some() {
+                user_id.clone_from(new_id);
+            }
+            if new_hash.is_some() {
+                user_hash.clone_from(new_hash);
+            } else if !same_user {
+                user_hash = self.config.user_hash.clone();
+            }
+        }
+
+        let message = self.build(
+            call,
+            user_id.as_deref(),
+            traits.as_deref(),
+            user_hash.as_deref(),
+        )?;
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(Error::MessageTooLarge {
+                bytes: message.len(),
+            });
+        }
+        self.queue.push(message);
+        self.dirty = true;
+
+        if let Some(traits) = traits {
+            self.user_id = user_id;
+            self.user_hash = user_hash;
+            self.traits = traits;
+            self.save_identity();
+        }
+        Ok(())
+    }
+
+    /// The wire message of `call`: ids, time, the fields of its type, and `context` last.
+    fn build(
+        &mut self,
+        call: &Call,
+        user_id: Option<&str>,
+        traits: Option<&str>,
+        user_hash: Option<&str>,
+    ) -> Result<String> {
+        let message_id = self.mint()?;
+        let (kind, user_id) = match &call.payload {
+            Payload::Identify { .. } => (MessageType::Identify, user_id),
+            Payload::Track { .. } => (MessageType::Track, user_id),
+            Payload::Page { .. } => (MessageType::Page, user_id),
+            Payload::Group { .. } => (MessageType::Group, user_id),
+            Payload::Alias { user_id: new, .. } => (MessageType::Alias, Some(new.as_str())),
+            Payload::Response { .. } => (MessageType::Response, user_id),
         };
 
-        Sdk::new(
-            config,
-            Fixed {
-                draws: 0,
-                page: Some(page),
+        let mut message = Object::new();
+        message
+            .string("type", kind.as_str())
+            .string("messageId", &message_id)
+            .optional("anonymousId", self.anonymous_id.as_deref())
+            .optional("userId", user_id)
+            .optional("timestamp", call.timestamp.as_deref());
+        match &call.payload {
+            Payload::Identify { .. } => {
+                message.raw("traits", traits.unwrap_or("{}"));
+            }
+            Payload::Track { event, properties } => {
+                message
+                    .string("event", event)
+                    .raw("properties", properties.as_str());
+            }
+            Payload::Page { name, properties } => {
+                message
+                    .optional("name", name.as_deref())
+                    .raw("properties", properties.as_str());
+            }
+            Payload::Group { group_id, traits } => {
+                message
+                    .string("groupId", group_id)
+                    .raw("traits", traits.as_str());
+            }
+            Payload::Alias { previous_id, .. } => {
+                let previous = previous_id
+                    .as_deref()
+                    .or(self.user_id.as_deref())
+                    .or(self.anonymous_id.as_deref())
+                    .unwrap_or_default();
+                message.string("previousId", previous);
+            }
+            Payload::Response { survey_id, answers } => {
+                message
+                    .string("surveyId", survey_id)
+                    .raw("answers", answers.as_str());
+            }
+        }
+
+        let mut context = Object::new();
+        context.raw(
+            "library",
+            &Object::new()
+                .string("name", LIBRARY_NAME)
+                .string("version", LIBRARY_VERSION)
+                .finish(),
+        );
+        match &call.page {
+            Some(page) => {
+                context.raw("page", &page.to_json());
+            }
+            None => {
+                if let Some(json) = self.current_page_json() {
+                    context.raw("page", json);
+                }
+            }
+        }
+        context.raw("consent", &self.consent_json);
+        if self.gpc {
+            context.boolean("gpc", true);
+        }
+        context.optional("userHash", user_hash);
+        message.raw("context", &context.finish());
+        Ok(message.finish())
+    }
+
+    /// `context.page` of the current page, written again only when the page changed.
+    fn current_page_json(&mut self) -> Option<&str> {
+        let page = self.env.page()?;
+        if self
+            .page_json
+            .as_ref()
+            .is_none_or(|(seen, _)| *seen != page)
+        {
+            let json = page.to_json();
+            self.page_json = Some((page, json));
+        }
+        self.page_json.as_ref().map(|(_, json)| json.as_str())
+    }
+
+    /// Queues the consent-change record: a `track` of [`CONSENT_EVENT`] whose context
+    /// carries the new preferences.
+    fn record_consent(&mut self) -> Result<()> {
+        let call = Call {
+            payload: Payload::Track {
+                event: CONSENT_EVENT.to_owned(),
+                properties: Fields::default(),
             },
-        )
-        .unwrap()
+            timestamp: Some(self.env.now()),
+            page: None,
+        };
+        let (user_id, user_hash) = (self.user_id.clone(), self.user_hash.clone());
+        let message = self.build(&call, user_id.as_deref(), None, user_hash.as_deref())?;
+        self.queue.push(message);
+        self.dirty = true;
+        Ok(())
     }
 
-    fn fields(value: Value) -> Option<Fields> {
-        value.as_object().map(Fields::from)
+    fn save_consent(&mut self) {
+        if self.persisting {
+            let encoded = self.consent.encode();
+            self.write(CONSENT_KEY, &encoded);
+        }
     }
 
-    fn sent(batch: &Batch) -> Vec<Value> {
-        let body: Value = serde_json::from_str(batch.body()).unwrap();
-        body["batch"].as_array().unwrap().clone()
+    fn save_identity(&mut self) {
+        if !self.persisting {
+            return;
+        }
+        for (name, value) in [
+            (ANONYMOUS_ID_KEY, self.anonymous_id.clone()),
+            (USER_ID_KEY, self.user_id.clone()),
+            (USER_HASH_KEY, self.user_hash.clone()),
+        ] {
+            match value {
+                Some(value) => self.write(name, &value),
+                None => self.store.remove(name),
+            }
+        }
+        let traits = self.traits.clone();
+        self.write(TRAITS_KEY, &traits);
     }
 
-    #[test]
-    fn identify_then_track_build_the_wire_messages() {
-        let mut sdk = sdk();
-
-        sdk.identify(Some("u_1".into()), fields(json!({"plan": "pro"})))
-            .unwrap();
-        sdk.track("Signed Up".into(), fields(json!({"seats": 3})))
-            .unwrap();
-        let batch = sdk.next_batch().unwrap();
-
-        let context = json!({
-            "library": {"name": "ebb-sdk", "version": LIBRARY_VERSION},
-            "page": {
-                "path": "/pricing",
-                "url": "http://site.test/pricing?plan=pro",
-                "search": "?plan=pro",
-                "title": "Pricing",
-                "referrer": "http://site.test/",
-            },
-        });
-        assert_eq!(
-            sent(&batch),
-            vec![
-                json!({
-                    "type": "identify",
-                    "messageId": "02020202-0202-4202-8202-020202020202",
-                    "anonymousId": "01010101-0101-4101-8101-010101010101",
-                    "userId": "u_1",
-                    "timestamp": "2026-05-01T12:00:00.000Z",
-                    "context": context,
-                    "traits": {"plan": "pro"},
-                }),
-                json!({
-                    "type": "track",
-                    "messageId": "03030303-0303-4303-8303-030303030303",
-                    "anonymousId": "01010101-0101-4101-8101-010101010101",
-                    "userId": "u_1",
-                    "timestamp": "2026-05-01T12:00:00.000Z",
-                    "context": context,
-                    "event": "Signed Up",
-                    "properties": {"seats": 3},
-                }),
-            ]
-        );
+    /// Writes to storage; a refusal leaves the SDK working from memory.
+    fn write(&mut self, name: &str, value: &str) {
+        if !self.store.set(name, value) {
+            self.storage_failed = true;
+        }
     }
 
-    #[test]
-    fn batch_body_carries_sent_at_and_write_key() {
-        let mut sdk = sdk();
-        sdk.track("Opened".into(), None).unwrap();
-
-        let batch = sdk.next_batch().unwrap();
-
-        let body: Value = serde_json::from_str(batch.body()).unwrap();
-        assert_eq!(body["sentAt"], "2026-05-01T12:00:00.000Z");
-        assert_eq!(body["writeKey"], "wk_test");
-        assert_eq!(body.as_object().unwrap().len(), 3);
+    fn mint(&mut self) -> Result<String> {
+        Ok(ids::uuid_v4(self.env.random_bytes()?))
     }
 
-    #[test]
-    fn the_collectors_decoder_accepts_every_message_of_a_batch() {
-        let mut sdk = sdk();
-        sdk.identify(Some("u_1".into()), fields(json!({"email": "a@b.test"})))
-            .unwrap();
-        sdk.track("Clicked".into(), fields(json!({"n": 1.5, "tags": ["a"]})))
-            .unwrap();
-        let batch = sdk.next_batch().unwrap();
-
-        let envelope = decode_batch(batch.body().as_bytes()).unwrap();
-
-        assert_eq!(envelope.write_key.as_deref(), Some("wk_test"));
-        assert_eq!(envelope.items.len(), 2);
-        let track = envelope.message(1).unwrap();
-        assert_eq!(track.kind, MessageType::Track);
-        assert_eq!(track.user_id, Some(UserId::new("u_1")));
-        assert_eq!(track.sent_at.as_deref(), Some("2026-05-01T12:00:00.000Z"));
-        assert_eq!(track.properties.unwrap()["n"], 1.5);
-    }
-
-    #[test]
-    fn ids_persist_across_calls_and_message_ids_do_not_repeat() {
-        let mut sdk = sdk();
-        let anonymous_id = sdk.anonymous_id().clone();
-
-        sdk.track("Before".into(), None).unwrap();
-        sdk.identify(Some("u_9".into()), None).unwrap();
-        sdk.track("After".into(), None).unwrap();
-        sdk.identify(None, fields(json!({"name": "Ada"}))).unwrap();
-        let messages = sent(&sdk.next_batch().unwrap());
-
-        let field =
-            |name: &str| -> Vec<Value> { messages.iter().map(|m| m[name].clone()).collect() };
-        assert!(field("anonymousId")
-            .iter()
-            .all(|id| *id == anonymous_id.as_str()));
-        assert_eq!(
-            field("userId"),
-            [Value::Null, json!("u_9"), json!("u_9"), json!("u_9")]
-        );
-        let message_ids: BTreeSet<String> = field("messageId")
-            .iter()
-            .map(|id| id.as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(message_ids.len(), 4);
-    }
-
-    #[test]
-    fn a_failed_batch_goes_back_ahead_of_newer_messages() {
-        let mut sdk = sdk();
-        sdk.track("First".into(), None).unwrap();
-        sdk.track("Second".into(), None).unwrap();
-        let failed = sdk.next_batch().unwrap();
-        let failed_ids: Vec<Value> = sent(&failed)
-            .iter()
-            .map(|m| m["messageId"].clone())
-            .collect();
-
-        sdk.track("Third".into(), None).unwrap();
-        sdk.requeue(failed);
-        let retry = sdk.next_batch().unwrap();
-
-        let events: Vec<Value> = sent(&retry).iter().map(|m| m["event"].clone()).collect();
-        assert_eq!(events, ["First", "Second", "Third"]);
-        let retry_ids: Vec<Value> = sent(&retry)
-            .iter()
-            .map(|m| m["messageId"].clone())
-            .collect();
-        assert_eq!(retry_ids[..2], failed_ids[..]);
-        assert_eq!(sdk.queued(), 0);
-    }
-
-    #[test]
-    fn should_flush_once_the_queue_reaches_flush_at() {
-        let config = Config::new("wk", "http://h")
-            .unwrap()
-            .with_flush_at(2)
-            .unwrap();
-        let mut sdk = Sdk::new(config, Fixed::default()).unwrap();
-
-        sdk.track("One".into(), None).unwrap();
-        let after_one = sdk.should_flush();
-        sdk.track("Two".into(), None).unwrap();
-
-        assert!(!after_one);
-        assert!(sdk.should_flush());
-    }
-
-    #[test]
-    fn without_a_page_the_context_names_only_the_library() {
-        let mut sdk = Sdk::new(Config::new("wk", "http://h").unwrap(), Fixed::default()).unwrap();
-
-        sdk.track("Ran".into(), None).unwrap();
-        let messages = sent(&sdk.next_batch().unwrap());
-
-        assert_eq!(
-            messages[0]["context"],
-            json!({"library": {"name": "ebb-sdk", "version": LIBRARY_VERSION}})
-        );
-    }
-
-    #[test]
-    fn refused_calls_queue_nothing_and_keep_the_user_id() {
-        let mut sdk = sdk();
-        sdk.identify(Some("u_1".into()), None).unwrap();
-        let huge = fields(json!({"blob": "x".repeat(MAX_MESSAGE_BYTES)}));
-
-        let too_large = sdk.identify(Some("u_2".into()), huge.clone());
-        let empty_id = sdk.identify(Some(String::new()), None);
-        let empty_event = sdk.track(String::new(), None);
-        let large_track = sdk.track("Big".into(), huge);
-
-        assert!(matches!(too_large, Err(Error::MessageTooLarge { .. })));
-        assert!(matches!(
-            empty_id,
-            Err(Error::InvalidArgument { what: "userId", .. })
-        ));
-        assert!(matches!(
-            empty_event,
-            Err(Error::InvalidArgument { what: "event", .. })
-        ));
-        assert!(matches!(large_track, Err(Error::MessageTooLarge { .. })));
-        assert_eq!(sdk.user_id(), Some(&UserId::new("u_1")));
-        assert_eq!(sdk.queued(), 1);
+    fn random_u32(&mut self) -> u32 {
+        let bytes = self.env.random_bytes().unwrap_or([0x55; 16]);
+        u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
     }
 }
+
+fn key(prefix: &str, tab: &str) -> String {
+    let mut name = String::from(prefix);
+    name.push_str(tab);
+    name
+}
+
+/// Checks the arguments every type needs.
+fn check(payload: &Payload) -> Result<()> {
+    let id = |value: &str, what: &'static str| {
+        if value.is_empty() || value.chars().nth(MAX_ID_CHARS).is_some() {
+            return Err(Error::InvalidArgument {
+                what,
+                why: "must be a non-empty string of at most 1000 characters",
+            });
+        }
+        Ok(())
+    };
+    match payload {
+        Payload::Identify {
+            user_id: Some(user_id),
+            ..
+        } => id(user_id, "userId"),
+        Payload::Identify { .. } | Payload::Page { .. } => Ok(()),
+        Payload::Track { event, .. } if event.is_empty() => Err(Error::InvalidArgument {
+            what: "event",
+            why: "must be a non-empty string naming what happened",
+        }),
+        Payload::Track { .. } => Ok(()),
+        Payload::Group { group_id, .. } => id(group_id, "groupId"),
+        Payload::Alias {
+            user_id,
+            previous_id,
+        } => {
+            id(user_id, "userId")?;
+            previous_id
+                .as_deref()
+                .map_or(Ok(()), |p| id(p, "previousId"))
+        }
+        Payload::Response { survey_id, .. } => id(survey_id, "surveyId"),
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests;

@@ -23,6 +23,8 @@ test('identify and track clicked in the demo are stored and read back', async ()
   const errors = watchPageErrors(page);
   await page.goto(`${collector.base}/`);
   await page.locator('#status', { hasText: 'SDK ready' }).waitFor();
+  await page.click('#consent-grant');
+  await page.locator('#consent-state', { hasText: 'consent: granted' }).waitFor();
 
   await page.fill('#user-id', 'e2e-ada');
   await page.fill('#email', 'ada@example.com');
@@ -39,7 +41,11 @@ test('identify and track clicked in the demo are stored and read back', async ()
   assert.deepEqual(user.traits, { email: 'ada@example.com', name: 'Ada' });
   assert.equal(user.anonymousIds.length, 1, 'the SDK sends its anonymous id');
   const tracked = user.events.filter((event) => event.type === 'track');
-  assert.deepEqual(tracked.map((event) => event.event), ['Coffee Added']);
+  assert.deepEqual(tracked.map((event) => event.event), [
+    'Segment Consent Preference Updated',
+    'Coffee Added',
+  ]);
+  tracked.shift();
   assert.equal(tracked[0].properties.product, 'House Blend');
   assert.deepEqual(errors, []);
 });

@@ -1,4 +1,7 @@
-//! The browser as the core's [`Environment`]: `crypto`, `Date`, `location` and `document`.
+//! The browser as the core's [`Environment`]: `crypto`, `Date`, `location`, `document` and
+//! `navigator`.
+
+use std::cell::RefCell;
 
 use js_sys::{Date, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
@@ -6,50 +9,115 @@ use web_sys::Crypto;
 
 use crate::{Environment, Error, Page, Result};
 
-/// The page's (or worker's) global objects, as the SDK's source of ids, time and context.
+/// Random bytes drawn per call of `crypto.getRandomValues`: every message needs sixteen,
+/// and one call per message costs more than the rest of `track` together.
+const POOL: usize = 512;
+
+/// The page's global objects, as the SDK's source of ids, time, context and signals.
 #[derive(Debug)]
 pub(super) struct Browser {
     crypto: Crypto,
+    pool: Vec<u8>,
+    /// The page read last; read again only when `location.href` changed, since five
+    /// reads of `location` and `document` per message cost more than the rest of it.
+    page: RefCell<Option<Page>>,
 }
 
 impl Browser {
     /// Finds `globalThis.crypto`, which windows and workers both have.
     pub(super) fn new() -> Result<Self> {
-        let crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
-            .ok()
+        let crypto = global("crypto")
             .filter(JsValue::is_object)
             .ok_or(Error::NoRandomSource)?;
 
         Ok(Self {
             crypto: crypto.unchecked_into(),
+            pool: Vec::new(),
+            page: RefCell::new(None),
         })
     }
 }
 
 impl Environment for Browser {
     fn random_bytes(&mut self) -> Result<[u8; 16]> {
+        if self.pool.len() < 16 {
+            let mut fresh = vec![0; POOL];
+            self.crypto
+                .get_random_values_with_u8_array(&mut fresh)
+                .map_err(|_| Error::NoRandomSource)?;
+            self.pool = fresh;
+        }
+
         let mut bytes = [0; 16];
-        self.crypto
-            .get_random_values_with_u8_array(&mut bytes)
-            .map_err(|_| Error::NoRandomSource)?;
+        let rest = self.pool.len() - 16;
+        bytes.copy_from_slice(&self.pool[rest..]);
+        self.pool.truncate(rest);
         Ok(bytes)
     }
 
     fn now(&self) -> String {
-        Date::new_0().to_iso_string().into()
+        crate::iso8601(Date::now())
+    }
+
+    fn now_ms(&self) -> f64 {
+        Date::now()
     }
 
     fn page(&self) -> Option<Page> {
         let window = web_sys::window()?;
         let location = window.location();
-        let document = window.document()?;
+        let url = location.href().ok()?;
+        if let Some(seen) = self.page.borrow().as_ref().filter(|seen| seen.url == url) {
+            return Some(seen.clone());
+        }
 
-        Some(Page {
+        let document = window.document()?;
+        let page = Page {
             path: location.pathname().ok()?,
-            url: location.href().ok()?,
+            url,
             search: location.search().ok()?,
             title: document.title(),
             referrer: document.referrer(),
-        })
+        };
+        *self.page.borrow_mut() = Some(page.clone());
+        Some(page)
     }
+
+    fn global_privacy_control(&self) -> bool {
+        navigator("globalPrivacyControl").is_some_and(|value| value.is_truthy())
+    }
+
+    fn do_not_track(&self) -> bool {
+        navigator("doNotTrack").and_then(|value| value.as_string()) == Some("1".to_owned())
+    }
+
+    fn reloaded(&self) -> bool {
+        let Some(performance) = global("performance").filter(JsValue::is_object) else {
+            return false;
+        };
+        let entries = Reflect::get(&performance, &JsValue::from_str("getEntriesByType"))
+            .ok()
+            .and_then(|get| get.dyn_into::<js_sys::Function>().ok())
+            .and_then(|get| {
+                get.call1(&performance, &JsValue::from_str("navigation"))
+                    .ok()
+            });
+        entries
+            .and_then(|entries| Reflect::get_u32(&entries, 0).ok())
+            .filter(JsValue::is_object)
+            .and_then(|entry| Reflect::get(&entry, &JsValue::from_str("type")).ok())
+            .and_then(|kind| kind.as_string())
+            .is_some_and(|kind| kind == "reload")
+    }
+}
+
+/// A property of the global object, `None` when reading it throws.
+pub(super) fn global(name: &str) -> Option<JsValue> {
+    Reflect::get(&js_sys::global(), &JsValue::from_str(name)).ok()
+}
+
+/// A property of `navigator`, `None` outside a browser or when reading it throws.
+fn navigator(name: &str) -> Option<JsValue> {
+    let navigator = global("navigator").filter(JsValue::is_object)?;
+    Reflect::get(&navigator, &JsValue::from_str(name)).ok()
 }

@@ -3,21 +3,31 @@
 //! Every export takes plain `JsValue`s and converts them here, so that a wrong type becomes
 //! a rejected promise instead of an exception thrown by generated glue code.
 //!
-//! Traits and properties cross as text written by the engine's `JSON.stringify`, and stay
-//! text: they are spliced into the message unparsed (see [`Fields`]). That keeps
-//! JavaScript's own rules (`toJSON`, dates as ISO strings, `undefined` members dropped), and
-//! leaves serde_json's parser out of the module: parsing them cost 50 KB of wasm (22 KB
-//! gzipped), more than a third of the whole. Walking the object by reflection
-//! (serde-wasm-bindgen) would bring the same deserialising code and its error formatting.
+//! Traits, properties and answers cross as text written by the engine's `JSON.stringify`,
+//! and stay text: they are spliced into the message unparsed (see [`Fields`]). That keeps
+//! JavaScript's own rules (`toJSON`, dates as ISO strings, `undefined` members dropped) and
+//! leaves a JSON parser out of the module.
 
-use js_sys::{Array, Number, JSON};
+use js_sys::{Array, Number, Reflect, JSON};
 use wasm_bindgen::{JsCast, JsValue};
 
-use crate::{Error, Fields, Result};
+use crate::{Error, Fields, Page, Result};
+
+/// A property of an options object; `undefined` when absent or unreadable.
+pub(super) fn field(object: &JsValue, name: &str) -> JsValue {
+    if !object.is_object() {
+        return JsValue::UNDEFINED;
+    }
+    Reflect::get(object, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn absent(value: &JsValue) -> bool {
+    value.is_undefined() || value.is_null()
+}
 
 /// A string, or `None` for `undefined` and `null`.
 pub(super) fn optional_string(value: &JsValue, what: &'static str) -> Result<Option<String>> {
-    if value.is_undefined() || value.is_null() {
+    if absent(value) {
         return Ok(None);
     }
 
@@ -27,10 +37,10 @@ pub(super) fn optional_string(value: &JsValue, what: &'static str) -> Result<Opt
     })
 }
 
-/// A user id: a string, or a finite number written as JavaScript writes it (`String(42)`).
+/// An id: a string, or a finite number written as JavaScript writes it (`String(42)`).
 ///
 /// The engine formats the number: Rust's float formatting would add kilobytes to the module.
-pub(super) fn user_id(value: &JsValue) -> Result<Option<String>> {
+pub(super) fn id(value: &JsValue, what: &'static str) -> Result<Option<String>> {
     match value.as_f64() {
         Some(number) if number.is_finite() => Ok(value
             .unchecked_ref::<Number>()
@@ -38,16 +48,24 @@ pub(super) fn user_id(value: &JsValue) -> Result<Option<String>> {
             .ok()
             .map(String::from)),
         Some(_) => Err(Error::InvalidArgument {
-            what: "userId",
-            why: "must be a finite number",
+            what,
+            why: "must be a string or a finite number",
         }),
-        None => optional_string(value, "userId"),
+        None => optional_string(value, what),
     }
+}
+
+/// An id that must be given.
+pub(super) fn required_id(value: &JsValue, what: &'static str) -> Result<String> {
+    id(value, what)?.ok_or(Error::InvalidArgument {
+        what,
+        why: "is required",
+    })
 }
 
 /// A positive whole number, or `None` for `undefined` and `null`.
 pub(super) fn count(value: &JsValue, what: &'static str) -> Result<Option<u32>> {
-    if value.is_undefined() || value.is_null() {
+    if absent(value) {
         return Ok(None);
     }
 
@@ -68,7 +86,7 @@ pub(super) fn count(value: &JsValue, what: &'static str) -> Result<Option<u32>> 
 pub(super) fn fields(value: &JsValue, what: &'static str) -> Result<Option<Fields>> {
     const NOT_AN_OBJECT: &str = "must be a plain object";
 
-    if value.is_undefined() || value.is_null() {
+    if absent(value) {
         return Ok(None);
     }
     if !value.is_object() || Array::is_array(value) {
@@ -89,4 +107,51 @@ pub(super) fn fields(value: &JsValue, what: &'static str) -> Result<Option<Field
             what,
             why: NOT_AN_OBJECT,
         })
+}
+
+/// Consent categories: one name or an array of names; `None` for `undefined` and `null`.
+pub(super) fn categories(value: &JsValue) -> Result<Option<Vec<String>>> {
+    const WHY: &str = "must be a category name or an array of names";
+    if absent(value) {
+        return Ok(None);
+    }
+    if let Some(name) = value.as_string() {
+        return Ok(Some(vec![name]));
+    }
+    if !Array::is_array(value) {
+        return Err(Error::InvalidArgument {
+            what: "categories",
+            why: WHY,
+        });
+    }
+
+    let mut names = Vec::new();
+    for item in value.unchecked_ref::<Array>().iter() {
+        match item.as_string() {
+            Some(name) if !name.is_empty() => names.push(name),
+            _ => {
+                return Err(Error::InvalidArgument {
+                    what: "categories",
+                    why: WHY,
+                })
+            }
+        }
+    }
+    Ok(Some(names))
+}
+
+/// The page of a call made before the module loaded, as the snippet captured it.
+pub(super) fn page(value: &JsValue) -> Option<Page> {
+    if !value.is_object() {
+        return None;
+    }
+    let text = |name| field(value, name).as_string().unwrap_or_default();
+
+    Some(Page {
+        path: text("path"),
+        url: text("url"),
+        search: text("search"),
+        title: text("title"),
+        referrer: text("referrer"),
+    })
 }

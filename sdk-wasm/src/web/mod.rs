@@ -1,32 +1,42 @@
 //! The browser bindings: the functions the JavaScript entry calls, and when batches go out.
 //!
-//! Each export returns a promise and never throws: arguments arrive as plain `JsValue`s and
-//! are checked in Rust, and every error becomes a rejection with an `Error` whose message
-//! starts with `ebb: `. `identify` and `track` resolve once the message is queued; `flush`
-//! resolves once the collector has accepted everything queued or in flight when it was
-//! called.
+//! Each export returns a promise (or a plain value) and never throws: arguments arrive as
+//! plain `JsValue`s and are checked in Rust, and every error becomes a rejection with an
+//! `Error` whose message starts with `ebb: `. A call resolves once its message is queued
+//! (or held for consent, or dropped because consent is refused; the debug log says which).
 //!
-//! A flush happens when `flush()` is called, when the queue reaches `flushAt`, and
-//! `flushInterval` after a message was queued. Each flush sends the whole queue, in as many
-//! requests as the batch limit needs; those requests are *flights*. A failed flight puts its
-//! messages back in the queue and arms the timer again.
-//!
-//! Limitation: retries come at the flush interval, without backoff or `Retry-After`, and a
-//! batch the collector refuses for good (a 400, an unknown write key) stays queued and is
-//! sent again each time.
+//! Sending: one request at a time per tab, so the collector sees a tab's messages in order.
+//! A flush starts when the waiting messages reach `flushAt` or `flushBytes`,
+//! `flushInterval` after a message was queued, when `flush()` is called, when the browser
+//! comes back online, and when the page is hidden or left (`visibilitychange`, `pagehide`):
+//! then every waiting message goes at once with `fetch(…, {keepalive: true})`, and past the
+//! browser's 64 KiB budget for such requests with `sendBeacon`. A failed request is retried
+//! on the backoff schedule of [`Backoff`](crate::Backoff). The queue is written to storage
+//! at most once per [`SAVE_DELAY_MS`], not once per call.
 
 mod browser;
 mod convert;
+mod storage;
 mod transport;
 
 use std::cell::RefCell;
 
-use js_sys::{Array, Promise};
+use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
-use self::browser::Browser;
-use crate::{Batch, Config, Error, Result, Sdk};
+use self::browser::{global, Browser};
+use self::storage::WebStore;
+use crate::config::Mode;
+use crate::{Batch, Call, Config, Error, Outcome, Payload, Recorded, Result, Sdk, Status};
+
+/// How long changes gather before the queue is written to storage. Writing the whole queue
+/// once per call would cost more than the call; the page's `pagehide` and
+/// `visibilitychange` write it at once.
+///
+/// Limitation: a tab killed within this window (a crash, not a close) loses the messages
+/// queued in it.
+const SAVE_DELAY_MS: i32 = 100;
 
 thread_local! {
     static STATE: RefCell<Option<Loaded>> = const { RefCell::new(None) };
@@ -34,114 +44,406 @@ thread_local! {
 
 #[wasm_bindgen]
 extern "C" {
-    /// The global `setTimeout`; its handle is not kept, since timers are never cancelled.
     #[wasm_bindgen(js_name = setTimeout)]
     fn set_timeout(handler: &JsValue, millis: i32) -> JsValue;
+
+    #[wasm_bindgen(js_name = queueMicrotask)]
+    fn queue_microtask(handler: &JsValue);
+
+    #[wasm_bindgen(js_name = addEventListener)]
+    fn add_event_listener(kind: &str, handler: &JsValue);
+
+    #[wasm_bindgen(js_namespace = console, js_name = log)]
+    fn console_log(text: &str);
+
+    #[wasm_bindgen(js_namespace = console, js_name = warn)]
+    fn console_warn(text: &str);
 }
 
 /// Everything a loaded SDK keeps between calls.
 struct Loaded {
-    sdk: Sdk<Browser>,
+    sdk: Sdk<Browser, WebStore>,
+    url: String,
     debug: bool,
-    timer_armed: bool,
-    flights: Vec<(u32, Promise)>,
-    next_flight: u32,
+    on_consent: Option<Function>,
+    save_queued: bool,
+    drain_queued: bool,
+    timer_due: f64,
+    flight: Option<Promise>,
 }
 
-/// Starts the SDK for the environment named by `writeKey`, sending to the collector at
-/// `host`; `flushAt` and `flushInterval` (milliseconds) are optional, and `debug` logs
-/// failed background flushes to the console.
+/// Starts the SDK for the environment named by `writeKey` with the options of `load`
+/// (`host` already defaulted by the entry); `onConsent` is called with the new state after
+/// each change of consent.
 #[wasm_bindgen]
-pub fn load(
-    write_key: JsValue,
-    host: JsValue,
-    flush_at: JsValue,
-    flush_interval: JsValue,
-    debug: JsValue,
-) -> Promise {
-    settle(start(
-        &write_key,
-        &host,
-        &flush_at,
-        &flush_interval,
-        debug.is_truthy(),
-    ))
+pub fn load(write_key: JsValue, options: JsValue, on_consent: JsValue) -> Promise {
+    settle(start(&write_key, &options, on_consent))
 }
 
-/// Records who the user is; `userId` (a string or number) may be left out to send traits
-/// alone.
+/// `identify(userId?, traits?, options?)`; `meta` carries the time and page of a call made
+/// before the module loaded.
 #[wasm_bindgen]
-pub fn identify(user_id: JsValue, traits: JsValue) -> Promise {
-    let queued = convert::user_id(&user_id).and_then(|user_id| {
-        let traits = convert::fields(&traits, "traits")?;
-        with_state(|loaded| loaded.sdk.identify(user_id, traits))
-    });
-
-    settle(queued.and_then(|()| after_enqueue()))
+pub fn identify(user_id: JsValue, traits: JsValue, options: JsValue, meta: JsValue) -> Promise {
+    let payload = || {
+        Ok(Payload::Identify {
+            user_id: convert::id(&user_id, "userId")?,
+            traits: convert::fields(&traits, "traits")?.unwrap_or_default(),
+            user_hash: convert::optional_string(
+                &convert::field(&options, "userHash"),
+                "options.userHash",
+            )?,
+        })
+    };
+    record(payload(), &meta)
 }
 
-/// Records something the user did, with optional properties.
+/// `track(event, properties?)`.
 #[wasm_bindgen]
-pub fn track(event: JsValue, properties: JsValue) -> Promise {
-    let queued = convert::optional_string(&event, "event").and_then(|event| {
-        let properties = convert::fields(&properties, "properties")?;
-        with_state(|loaded| loaded.sdk.track(event.unwrap_or_default(), properties))
-    });
-
-    settle(queued.and_then(|()| after_enqueue()))
+pub fn track(event: JsValue, properties: JsValue, meta: JsValue) -> Promise {
+    let payload = || {
+        Ok(Payload::Track {
+            event: convert::optional_string(&event, "event")?.unwrap_or_default(),
+            properties: convert::fields(&properties, "properties")?.unwrap_or_default(),
+        })
+    };
+    record(payload(), &meta)
 }
 
-/// Sends everything queued; resolves when the collector has accepted it and every flight
-/// already under way, rejects with the first failure.
+/// `page(name?, properties?)`.
+#[wasm_bindgen]
+pub fn page(name: JsValue, properties: JsValue, meta: JsValue) -> Promise {
+    let payload = || {
+        Ok(Payload::Page {
+            name: convert::optional_string(&name, "name")?,
+            properties: convert::fields(&properties, "properties")?.unwrap_or_default(),
+        })
+    };
+    record(payload(), &meta)
+}
+
+/// `group(groupId, traits?)`.
+#[wasm_bindgen]
+pub fn group(group_id: JsValue, traits: JsValue, meta: JsValue) -> Promise {
+    let payload = || {
+        Ok(Payload::Group {
+            group_id: convert::required_id(&group_id, "groupId")?,
+            traits: convert::fields(&traits, "traits")?.unwrap_or_default(),
+        })
+    };
+    record(payload(), &meta)
+}
+
+/// `alias(userId, previousId?)`.
+#[wasm_bindgen]
+pub fn alias(user_id: JsValue, previous_id: JsValue, meta: JsValue) -> Promise {
+    let payload = || {
+        Ok(Payload::Alias {
+            user_id: convert::required_id(&user_id, "userId")?,
+            previous_id: convert::id(&previous_id, "previousId")?,
+        })
+    };
+    record(payload(), &meta)
+}
+
+/// `respond(surveyId, answers)`: a survey response.
+#[wasm_bindgen]
+pub fn respond(survey_id: JsValue, answers: JsValue, meta: JsValue) -> Promise {
+    let payload = || {
+        Ok(Payload::Response {
+            survey_id: convert::required_id(&survey_id, "surveyId")?,
+            answers: convert::fields(&answers, "answers")?.ok_or(Error::InvalidArgument {
+                what: "answers",
+                why: "must be an object of question → answer",
+            })?,
+        })
+    };
+    record(payload(), &meta)
+}
+
+/// Forgets the user and mints a new anonymous id.
+#[wasm_bindgen]
+pub fn reset() -> Promise {
+    settle(with_state(|loaded| {
+        loaded.sdk.reset()?;
+        log(loaded, "reset: user forgotten, new anonymous id");
+        Ok(())
+    }))
+}
+
+/// Grants consent categories (all known ones when none are named).
+#[wasm_bindgen]
+pub fn grant(categories: JsValue) -> Promise {
+    change_consent(&categories, Change::Grant)
+}
+
+/// Denies consent categories (all known ones when none are named).
+#[wasm_bindgen]
+pub fn deny(categories: JsValue) -> Promise {
+    change_consent(&categories, Change::Deny)
+}
+
+/// Withdraws consent: erases what the SDK keeps in the browser and records the withdrawal.
+#[wasm_bindgen]
+pub fn withdraw() -> Promise {
+    change_consent(&JsValue::UNDEFINED, Change::Withdraw)
+}
+
+/// The consent state now, as `{mode, status, categories, objection}`; `null` before load.
+#[wasm_bindgen(js_name = consentState)]
+pub fn consent_state() -> JsValue {
+    with_state(|loaded| Ok(state_object(loaded))).unwrap_or(JsValue::NULL)
+}
+
+/// Sends everything queued before the call; resolves once the collector has taken it,
+/// rejects with the first failure (which is retried in the background all the same).
 #[wasm_bindgen]
 pub fn flush() -> Promise {
-    let flights = match dispatch() {
-        Ok(flights) if flights.length() == 0 => return Promise::resolve(&JsValue::UNDEFINED),
-        Ok(flights) => flights,
+    let mark = match with_state(|loaded| Ok(loaded.sdk.flush_mark())) {
+        Ok(mark) => mark,
         Err(error) => return Promise::reject(&to_js(&error)),
     };
 
     future_to_promise(async move {
-        let outcomes = Array::from(&JsFuture::from(Promise::all(&flights)).await?);
-        match outcomes.iter().find(|outcome| !outcome.is_undefined()) {
-            Some(error) => Err(error),
-            None => Ok(JsValue::UNDEFINED),
+        loop {
+            let next = with_state(|loaded| {
+                if !loaded.sdk.holds_before(mark) {
+                    return Ok(None);
+                }
+                Ok(loaded.flight.clone().or_else(|| start_flight(loaded)))
+            })
+            .map_err(|error| to_js(&error))?;
+            let Some(flight) = next else {
+                return Ok(JsValue::UNDEFINED);
+            };
+            let failure = JsFuture::from(flight).await?;
+            if !failure.is_undefined() {
+                return Err(failure);
+            }
         }
     })
 }
 
-fn start(
-    write_key: &JsValue,
-    host: &JsValue,
-    flush_at: &JsValue,
-    flush_interval: &JsValue,
-    debug: bool,
-) -> Result<()> {
+fn start(write_key: &JsValue, options: &JsValue, on_consent: JsValue) -> Result<()> {
     if STATE.with(|state| state.try_borrow().map_or(true, |loaded| loaded.is_some())) {
         return Err(Error::AlreadyLoaded);
     }
 
-    let write_key = convert::optional_string(write_key, "writeKey")?.unwrap_or_default();
-    let host = convert::optional_string(host, "host")?.unwrap_or_default();
-    let mut config = Config::new(&write_key, &host)?;
-    if let Some(count) = convert::count(flush_at, "flushAt")? {
-        config = config.with_flush_at(count as usize)?;
-    }
-    if let Some(millis) = convert::count(flush_interval, "flushInterval")? {
-        config = config.with_flush_interval_ms(millis)?;
-    }
-
-    let sdk = Sdk::new(config, Browser::new()?)?;
-
+    let config = config(write_key, options)?;
+    let debug = convert::field(options, "debug").is_truthy();
+    let url = config.batch_url();
+    let sdk = Sdk::new(config, Browser::new()?, WebStore::open())?;
     let loaded = Loaded {
         sdk,
+        url,
         debug,
-        timer_armed: false,
-        flights: Vec::new(),
-        next_flight: 0,
+        on_consent: on_consent.dyn_into().ok(),
+        save_queued: false,
+        drain_queued: false,
+        timer_due: 0.0,
+        flight: None,
     };
     STATE.with(|state| *state.borrow_mut() = Some(loaded));
+
+    listen("pagehide", |_| page_hidden());
+    listen("visibilitychange", |_| {
+        let hidden = global("document")
+            .and_then(|document| Reflect::get(&document, &"visibilityState".into()).ok())
+            .and_then(|state| state.as_string())
+            .is_some_and(|state| state == "hidden");
+        if hidden {
+            unload_flush();
+        }
+    });
+    listen("pageshow", |event| {
+        if convert::field(&event, "persisted").is_truthy() {
+            let _ = with_state(|loaded| {
+                loaded.sdk.page_shown();
+                after_change(loaded);
+                Ok(())
+            });
+        }
+    });
+    listen("online", |_| {
+        let _ = with_state(|loaded| {
+            loaded.sdk.retry_now();
+            Ok(())
+        });
+        drain();
+    });
+
+    with_state(|loaded| {
+        log_state(loaded, "loaded");
+        after_change(loaded);
+        Ok(())
+    })?;
+    adopt_orphans();
     Ok(())
+}
+
+/// The `Config` of `load`'s options.
+fn config(write_key: &JsValue, options: &JsValue) -> Result<Config> {
+    let option = |name| convert::field(options, name);
+    let write_key = convert::optional_string(write_key, "writeKey")?.unwrap_or_default();
+    let host = convert::optional_string(&option("host"), "host")?.unwrap_or_default();
+    let mut config = Config::new(&write_key, &host)?;
+
+    if let Some(count) = convert::count(&option("flushAt"), "flushAt")? {
+        config = config.with_flush_at(count as usize)?;
+    }
+    if let Some(bytes) = convert::count(&option("flushBytes"), "flushBytes")? {
+        config = config.with_flush_bytes(bytes as usize)?;
+    }
+    if let Some(millis) = convert::count(&option("flushInterval"), "flushInterval")? {
+        config = config.with_flush_interval_ms(millis)?;
+    }
+    if let Some(bytes) = convert::count(&option("maxQueueBytes"), "maxQueueBytes")? {
+        config = config.with_max_queue_bytes(bytes as usize)?;
+    }
+    if let Some(count) = convert::count(&option("maxPendingCalls"), "maxPendingCalls")? {
+        config = config.with_max_pending(count as usize)?;
+    }
+    let retry = option("retry");
+    let base = convert::count(&convert::field(&retry, "baseDelay"), "retry.baseDelay")?;
+    let max = convert::count(&convert::field(&retry, "maxDelay"), "retry.maxDelay")?;
+    if base.is_some() || max.is_some() {
+        config = config.with_retry(
+            base.unwrap_or(Config::DEFAULT_RETRY_BASE_MS),
+            max.unwrap_or(Config::DEFAULT_RETRY_MAX_MS),
+        )?;
+    }
+
+    let consent = option("consent");
+    let mode = match convert::optional_string(&convert::field(&consent, "mode"), "consent.mode")?
+        .as_deref()
+    {
+        None | Some("opt-in") => Mode::OptIn,
+        Some("opt-out") => Mode::OptOut,
+        Some(_) => {
+            return Err(Error::InvalidArgument {
+                what: "consent.mode",
+                why: "must be \"opt-in\" or \"opt-out\"",
+            })
+        }
+    };
+    let categories = convert::categories(&convert::field(&consent, "categories"))?;
+    let required = convert::categories(&convert::field(&consent, "required"))?;
+    config = config
+        .with_consent(
+            mode,
+            categories.unwrap_or_default(),
+            required.unwrap_or_default(),
+        )?
+        .with_honor_dnt(convert::field(&consent, "honorDoNotTrack").is_truthy())
+        .with_user_hash(convert::optional_string(&option("userHash"), "userHash")?);
+    Ok(config)
+}
+
+/// Records a call whose arguments converted to `payload`.
+fn record(payload: Result<Payload>, meta: &JsValue) -> Promise {
+    let outcome = payload.and_then(|payload| {
+        let call = Call {
+            payload,
+            timestamp: convert::field(meta, "timestamp").as_string(),
+            page: convert::page(&convert::field(meta, "page")),
+        };
+        with_state(|loaded| {
+            let recorded = loaded.sdk.record(call)?;
+            if loaded.debug {
+                log(
+                    loaded,
+                    match recorded {
+                        Recorded::Queued => "call queued",
+                        Recorded::Held => "call held until consent is given",
+                        Recorded::Ignored => "call dropped: consent is refused",
+                    },
+                );
+            }
+            after_change(loaded);
+            Ok(())
+        })
+    });
+    if let Err(error) = &outcome {
+        debug_failure(error);
+    }
+    settle(outcome)
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Grant,
+    Deny,
+    Withdraw,
+}
+
+fn change_consent(categories: &JsValue, change: Change) -> Promise {
+    let outcome = convert::categories(categories).and_then(|named| {
+        let (state, listener) = with_state(|loaded| {
+            let names = named.clone().unwrap_or_else(|| {
+                let state = loaded.sdk.consent_state();
+                state
+                    .preferences
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect()
+            });
+            let changed = match change {
+                Change::Grant => loaded.sdk.grant(&names)?,
+                Change::Deny => loaded.sdk.deny(&names)?,
+                Change::Withdraw => {
+                    loaded.sdk.withdraw()?;
+                    true
+                }
+            };
+            log_state(loaded, "consent changed");
+            after_change(loaded);
+            let listener = if changed {
+                loaded.on_consent.clone()
+            } else {
+                None
+            };
+            Ok((state_object(loaded), listener))
+        })?;
+        if let Some(listener) = listener {
+            // A listener that throws is the page's own error; it must not undo the change.
+            let _ = listener.call1(&JsValue::UNDEFINED, &state);
+        }
+        Ok(())
+    });
+    if let Err(error) = &outcome {
+        debug_failure(error);
+    }
+    if matches!(change, Change::Grant) {
+        adopt_orphans();
+    }
+    settle(outcome)
+}
+
+/// `{mode, status, categories: {name: granted}, objection}`.
+fn state_object(loaded: &Loaded) -> JsValue {
+    let state = loaded.sdk.consent_state();
+    let object = Object::new();
+    let categories = Object::new();
+    for (name, granted) in &state.preferences {
+        set(&categories, name, &JsValue::from_bool(*granted));
+    }
+    let mode = match state.mode {
+        Mode::OptIn => "opt-in",
+        Mode::OptOut => "opt-out",
+    };
+    let status = match state.status {
+        Status::Allowed => "granted",
+        Status::Pending => "pending",
+        Status::Refused => "denied",
+    };
+    set(&object, "mode", &mode.into());
+    set(&object, "status", &status.into());
+    set(&object, "categories", &categories);
+    set(&object, "objection", &JsValue::from_bool(state.objection));
+    object.into()
+}
+
+fn set(object: &Object, name: &str, value: &JsValue) {
+    let _ = Reflect::set(object, &JsValue::from_str(name), value);
 }
 
 /// Runs `f` on the loaded state.
@@ -157,103 +459,236 @@ fn with_state<T>(f: impl FnOnce(&mut Loaded) -> Result<T>) -> Result<T> {
     })
 }
 
-/// After a message was queued: flush if the queue is full, else make sure the timer runs.
-fn after_enqueue() -> Result<()> {
-    let full = with_state(|loaded| {
-        if loaded.sdk.should_flush() {
-            return Ok(true);
-        }
-        arm_timer(loaded);
-        Ok(false)
-    })?;
-
-    if full {
-        dispatch()?;
+/// After anything changed: schedule the storage write, and a flush if one is due.
+fn after_change(loaded: &mut Loaded) {
+    if loaded.sdk.dirty() && !loaded.save_queued {
+        loaded.save_queued = true;
+        let save = Closure::once_into_js(|| {
+            let _ = with_state(|loaded| {
+                loaded.save_queued = false;
+                loaded.sdk.save();
+                Ok(())
+            });
+        });
+        set_timeout(&save, SAVE_DELAY_MS);
     }
-    Ok(())
-}
 
-/// Starts a flight for every batch in the queue and returns the promises of all flights
-/// under way, new and old.
-fn dispatch() -> Result<Array> {
-    let (batches, url) = with_state(|loaded| {
-        let mut batches = Vec::new();
-        while let Some(batch) = loaded.sdk.next_batch() {
-            loaded.next_flight = loaded.next_flight.wrapping_add(1);
-            batches.push((loaded.next_flight, batch));
-        }
-        Ok((batches, loaded.sdk.config().batch_url()))
-    })?;
-
-    // The futures are polled from the microtask queue, never here, so none of them can
-    // finish (and look for its entry) before it is registered below.
-    let started: Vec<(u32, Promise)> = batches
-        .into_iter()
-        .map(|(id, batch)| (id, future_to_promise(deliver(id, batch, url.clone()))))
-        .collect();
-
-    with_state(|loaded| {
-        loaded.flights.extend(started);
-        Ok(loaded
-            .flights
-            .iter()
-            .map(|(_, flight)| JsValue::from(flight))
-            .collect())
-    })
-}
-
-/// One flight: sends a batch, then drops it or puts it back.
-///
-/// The flight's promise resolves either way, to `undefined` or to the `Error`: a flush
-/// started by the timer has nobody waiting on it, and a rejection that nobody handles would
-/// show in the page's console as an uncaught error.
-async fn deliver(id: u32, batch: Batch, url: String) -> Result<JsValue, JsValue> {
-    let outcome = transport::send(&url, batch.body()).await;
-
-    let failed = outcome.is_err();
-    let debug = with_state(|loaded| {
-        loaded.flights.retain(|(flight, _)| *flight != id);
-        if failed {
-            loaded.sdk.requeue(batch);
-            arm_timer(loaded);
-        }
-        Ok(loaded.debug)
-    })
-    .unwrap_or(false);
-
-    match outcome {
-        Ok(()) => Ok(JsValue::UNDEFINED),
-        Err(error) => {
-            let error = to_js(&error);
-            if debug {
-                web_sys::console::warn_1(&error);
-            }
-            Ok(error)
-        }
-    }
-}
-
-/// Schedules a flush `flushInterval` from now, unless one is scheduled or nothing waits.
-fn arm_timer(loaded: &mut Loaded) {
-    if loaded.timer_armed || loaded.sdk.queued() == 0 {
+    if loaded.flight.is_some() || loaded.sdk.queued() == 0 {
         return;
     }
-
-    loaded.timer_armed = true;
-    let millis = i32::try_from(loaded.sdk.config().flush_interval_ms()).unwrap_or(i32::MAX);
-    set_timeout(&Closure::once_into_js(on_timer), millis);
+    if loaded.sdk.should_flush() {
+        if !loaded.drain_queued {
+            loaded.drain_queued = true;
+            queue_microtask(&Closure::once_into_js(drain));
+        }
+    } else if loaded.timer_due == 0.0 {
+        arm_timer(loaded, f64::from(loaded.sdk.config().flush_interval_ms()));
+    }
 }
 
-fn on_timer() {
-    let armed = with_state(|loaded| {
-        loaded.timer_armed = false;
+/// Sends the next batch unless a request is under way or a retry is not yet due.
+fn drain() {
+    let _ = with_state(|loaded| {
+        loaded.drain_queued = false;
+        if loaded.flight.is_some() {
+            return Ok(());
+        }
+        let wait = loaded.sdk.retry_wait_ms();
+        if wait > 0.0 {
+            arm_timer(loaded, wait);
+            return Ok(());
+        }
+        start_flight(loaded);
+        Ok(())
+    });
+}
+
+/// Starts a request for the next batch; its promise resolves to `undefined` or to the
+/// `Error` it met (never rejects: a flight started by a timer has nobody waiting on it).
+fn start_flight(loaded: &mut Loaded) -> Option<Promise> {
+    let batch = loaded.sdk.next_batch(usize::MAX)?;
+    // The future is polled from the microtask queue, never here, so it cannot finish (and
+    // clear `flight`) before it is registered below.
+    let flight = future_to_promise(fly(batch, loaded.url.clone(), false));
+    loaded.flight = Some(flight.clone());
+    Some(flight)
+}
+
+async fn fly(batch: Batch, url: String, keepalive: bool) -> Result<JsValue, JsValue> {
+    let (outcome, error) = transport::send(&url, batch.body(), keepalive).await;
+
+    let _ = with_state(|loaded| {
+        let retry_in = loaded.sdk.settle(batch.id(), &outcome);
+        if !keepalive {
+            loaded.flight = None;
+        }
+        if let Some(error) = &error {
+            log_failure(loaded, error, &outcome);
+        }
+        if let Some(delay) = retry_in {
+            arm_timer(loaded, f64::from(delay));
+        }
+        after_change(loaded);
         Ok(())
     });
 
-    if armed.is_ok() {
-        // A failure is reported by the flight itself (and queued again); nobody waits here.
-        let _ = dispatch();
+    Ok(error.map_or(JsValue::UNDEFINED, |error| to_js(&error)))
+}
+
+/// The page is hidden or going away: send every waiting message with requests that may
+/// outlive the page, and store what is left.
+fn unload_flush() {
+    let _ = with_state(|loaded| {
+        let mut budget = transport::KEEPALIVE_BUDGET;
+        while let Some(batch) = loaded.sdk.next_batch(usize::MAX) {
+            if batch.body().len() <= budget {
+                budget -= batch.body().len();
+                let url = loaded.url.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let _ = fly(batch, url, true).await;
+                });
+                continue;
+            }
+            let outcome = if transport::beacon(&loaded.url, batch.body()) {
+                Outcome::Delivered
+            } else {
+                // The browser would not take it now; it stays stored for the next page.
+                Outcome::Retry {
+                    status: 0,
+                    retry_after_ms: Some(0),
+                }
+            };
+            loaded.sdk.settle(batch.id(), &outcome);
+            if matches!(outcome, Outcome::Retry { .. }) {
+                break;
+            }
+        }
+        loaded.sdk.save();
+        Ok(())
+    });
+}
+
+fn page_hidden() {
+    unload_flush();
+    let _ = with_state(|loaded| {
+        loaded.sdk.page_hidden();
+        Ok(())
+    });
+}
+
+/// Schedules a flush `millis` from now, unless one is due sooner.
+fn arm_timer(loaded: &mut Loaded, millis: f64) {
+    let due = js_sys::Date::now() + millis;
+    if loaded.timer_due != 0.0 && loaded.timer_due <= due {
+        return;
     }
+    loaded.timer_due = due;
+    let millis = millis.clamp(0.0, f64::from(i32::MAX)) as i32;
+    set_timeout(
+        &Closure::once_into_js(|| {
+            let _ = with_state(|loaded| {
+                loaded.timer_due = 0.0;
+                Ok(())
+            });
+            drain();
+        }),
+        millis,
+    );
+}
+
+/// Takes over queues that closed tabs left, under a Web Lock so that two tabs never adopt
+/// the same queue; without the Locks API, directly.
+fn adopt_orphans() {
+    let adopt = Closure::once_into_js(|lock: JsValue| {
+        if lock.is_null() {
+            return; // another tab holds the lock and is adopting
+        }
+        let _ = with_state(|loaded| {
+            let adopted = loaded.sdk.adopt_orphans();
+            if adopted > 0 {
+                log(loaded, "took over the queue of a closed tab");
+            }
+            after_change(loaded);
+            Ok(())
+        });
+    });
+
+    let locks = global("navigator")
+        .map(|navigator| convert::field(&navigator, "locks"))
+        .filter(JsValue::is_object);
+    let request = locks
+        .as_ref()
+        .map(|locks| convert::field(locks, "request"))
+        .and_then(|request| request.dyn_into::<Function>().ok());
+    match (locks, request) {
+        (Some(locks), Some(request)) => {
+            let options = Object::new();
+            set(&options, "ifAvailable", &JsValue::TRUE);
+            let _ = request.call3(&locks, &"ebb.adopt".into(), &options, &adopt);
+        }
+        _ => {
+            if let Some(adopt) = adopt.dyn_ref::<Function>() {
+                let _ = adopt.call1(&JsValue::UNDEFINED, &JsValue::TRUE);
+            }
+        }
+    }
+}
+
+fn listen(kind: &str, handler: impl FnMut(JsValue) + 'static) {
+    let closure = Closure::<dyn FnMut(JsValue)>::new(handler);
+    add_event_listener(kind, closure.as_ref());
+    // The listeners live as long as the page.
+    closure.forget();
+}
+
+fn log(loaded: &Loaded, text: &str) {
+    if loaded.debug {
+        let mut line = String::from("ebb: ");
+        line.push_str(text);
+        console_log(&line);
+    }
+}
+
+fn log_state(loaded: &Loaded, what: &str) {
+    if !loaded.debug {
+        return;
+    }
+    let mut line = String::from(what);
+    line.push_str(" (consent ");
+    line.push_str(match loaded.sdk.consent_state().status {
+        Status::Allowed => "granted",
+        Status::Pending => "pending",
+        Status::Refused => "denied",
+    });
+    if loaded.sdk.storage_failed() {
+        line.push_str("; storage unavailable, keeping state in memory");
+    }
+    line.push(')');
+    log(loaded, &line);
+}
+
+fn log_failure(loaded: &Loaded, error: &Error, outcome: &Outcome) {
+    if !loaded.debug {
+        return;
+    }
+    let mut line = String::from("ebb: ");
+    line.push_str(&error.describe());
+    line.push_str(match outcome {
+        Outcome::Refused { .. } => " (batch dropped)",
+        _ => " (will retry)",
+    });
+    console_warn(&line);
+}
+
+fn debug_failure(error: &Error) {
+    let _ = with_state(|loaded| {
+        if loaded.debug {
+            let mut line = String::from("ebb: ");
+            line.push_str(&error.describe());
+            console_warn(&line);
+        }
+        Ok(())
+    });
 }
 
 fn settle(result: Result<()>) -> Promise {
@@ -264,5 +699,7 @@ fn settle(result: Result<()>) -> Promise {
 }
 
 fn to_js(error: &Error) -> JsValue {
-    js_sys::Error::new(&format!("ebb: {error}")).into()
+    let mut text = String::from("ebb: ");
+    text.push_str(&error.describe());
+    js_sys::Error::new(&text).into()
 }

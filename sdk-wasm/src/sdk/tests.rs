@@ -1,0 +1,500 @@
+use std::cell::Cell;
+use std::rc::Rc;
+
+use ebb_protocol::decode::decode_batch;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::{MemoryStore, Page};
+
+/// An environment with counting random bytes, a clock the test moves, and a fixed page.
+#[derive(Debug, Clone)]
+struct Fixed {
+    draws: Rc<Cell<u8>>,
+    clock: Rc<Cell<u32>>,
+    gpc: bool,
+}
+
+impl Fixed {
+    fn new() -> Self {
+        Self {
+            draws: Rc::new(Cell::new(0)),
+            clock: Rc::new(Cell::new(0)),
+            gpc: false,
+        }
+    }
+}
+
+impl Environment for Fixed {
+    fn random_bytes(&mut self) -> Result<[u8; 16]> {
+        self.draws.set(self.draws.get() + 1);
+        Ok([self.draws.get(); 16])
+    }
+
+    fn now(&self) -> String {
+        format!("2026-05-01T12:00:{:02}.000Z", self.clock.get())
+    }
+
+    fn now_ms(&self) -> f64 {
+        1_777_636_800_000.0 + f64::from(self.clock.get()) * 1000.0
+    }
+
+    fn page(&self) -> Option<Page> {
+        Some(Page {
+            path: "/pricing".into(),
+            url: "http://site.test/pricing?plan=pro".into(),
+            search: "?plan=pro".into(),
+            title: "Pricing".into(),
+            referrer: "http://site.test/".into(),
+        })
+    }
+
+    fn global_privacy_control(&self) -> bool {
+        self.gpc
+    }
+}
+
+fn config() -> Config {
+    Config::new("wk_test", "http://collector.test").unwrap()
+}
+
+fn sdk_with(config: Config, env: Fixed, store: MemoryStore) -> Sdk<Fixed, MemoryStore> {
+    Sdk::new(config, env, store).unwrap()
+}
+
+fn fields(value: Value) -> Fields {
+    Fields::from_stringified(value.to_string()).unwrap()
+}
+
+fn track(event: &str) -> Call {
+    Call::now(Payload::Track {
+        event: event.into(),
+        properties: fields(json!({"n": 1})),
+    })
+}
+
+fn identify(user_id: Option<&str>, traits: Value) -> Call {
+    Call::now(Payload::Identify {
+        user_id: user_id.map(str::to_owned),
+        traits: fields(traits),
+        user_hash: None,
+    })
+}
+
+fn analytics() -> Vec<String> {
+    vec!["analytics".to_owned()]
+}
+
+/// Every message of every batch the SDK has queued, delivered as the collector would.
+fn drain(sdk: &mut Sdk<Fixed, MemoryStore>) -> Vec<Value> {
+    let mut messages = Vec::new();
+    while let Some(batch) = sdk.next_batch(usize::MAX) {
+        let envelope = decode_batch(batch.body().as_bytes()).unwrap();
+        for index in 0..envelope.items.len() {
+            envelope.message(index).unwrap();
+        }
+        let body: Value = serde_json::from_str(batch.body()).unwrap();
+        messages.extend(body["batch"].as_array().unwrap().iter().cloned());
+        sdk.settle(batch.id(), &Outcome::Delivered);
+    }
+    messages
+}
+
+fn ebb_keys(store: &MemoryStore) -> Vec<String> {
+    store
+        .local
+        .keys()
+        .chain(store.session.keys())
+        .filter(|key| key.starts_with("ebb."))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn before_consent_in_opt_in_nothing_is_minted_stored_or_queued() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+
+    let recorded = sdk.record(track("Viewed")).unwrap();
+    sdk.record(identify(Some("u_1"), json!({"plan": "pro"})))
+        .unwrap();
+    sdk.save();
+
+    assert_eq!(recorded, Recorded::Held);
+    assert_eq!(sdk.anonymous_id(), None);
+    assert_eq!(sdk.pending(), 2);
+    assert!(sdk.next_batch(usize::MAX).is_none());
+    assert_eq!(ebb_keys(sdk.store()), Vec::<String>::new());
+}
+
+#[test]
+fn a_grant_records_the_change_and_replays_held_calls_with_their_timestamps() {
+    let env = Fixed::new();
+    let mut sdk = sdk_with(config(), env.clone(), MemoryStore::default());
+    sdk.record(track("Viewed")).unwrap();
+    env.clock.set(30);
+
+    sdk.grant(&analytics()).unwrap();
+    let sent = drain(&mut sdk);
+
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["event"], CONSENT_EVENT);
+    assert_eq!(sent[0]["timestamp"], "2026-05-01T12:00:30.000Z");
+    assert_eq!(sent[1]["event"], "Viewed");
+    assert_eq!(sent[1]["timestamp"], "2026-05-01T12:00:00.000Z");
+    for message in &sent {
+        assert_eq!(
+            message["context"]["consent"]["categoryPreferences"],
+            json!({"analytics": true})
+        );
+        assert_eq!(message["anonymousId"], sent[0]["anonymousId"]);
+    }
+    assert!(sdk.store().local.contains_key("ebb.consent"));
+    assert!(sdk.store().local.contains_key("ebb.anon"));
+}
+
+#[test]
+fn a_deny_drops_held_calls_and_sends_and_stores_nothing() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.record(track("Viewed")).unwrap();
+
+    sdk.deny(&analytics()).unwrap();
+    let later = sdk.record(track("Clicked")).unwrap();
+    sdk.save();
+
+    assert_eq!(later, Recorded::Ignored);
+    assert_eq!(sdk.pending(), 0);
+    assert!(drain(&mut sdk).is_empty());
+    assert_eq!(ebb_keys(sdk.store()), Vec::<String>::new());
+}
+
+#[test]
+fn withdrawal_erases_the_browser_state_and_sends_one_record() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(identify(Some("u_1"), json!({"email": "a@b.test"})))
+        .unwrap();
+    sdk.record(track("Viewed")).unwrap();
+    sdk.save();
+    let anonymous_id = sdk.anonymous_id().unwrap().to_owned();
+
+    sdk.withdraw().unwrap();
+    sdk.save();
+    let after = sdk.record(track("After")).unwrap();
+    let sent = drain(&mut sdk);
+
+    assert_eq!(ebb_keys(sdk.store()), Vec::<String>::new());
+    assert_eq!(after, Recorded::Ignored);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["event"], CONSENT_EVENT);
+    assert_eq!(sent[0]["anonymousId"], anonymous_id.as_str());
+    assert_eq!(sent[0]["userId"], "u_1");
+    assert_eq!(
+        sent[0]["context"]["consent"]["categoryPreferences"],
+        json!({"analytics": false})
+    );
+    assert_eq!(sdk.anonymous_id(), None);
+}
+
+#[test]
+fn opt_out_tracks_at_once_and_gpc_counts_as_an_objection() {
+    let opt_out = config().with_consent(Mode::OptOut, vec![], vec![]).unwrap();
+    let mut plain = sdk_with(opt_out.clone(), Fixed::new(), MemoryStore::default());
+    let mut env = Fixed::new();
+    env.gpc = true;
+    let mut signalled = sdk_with(opt_out, env, MemoryStore::default());
+
+    assert_eq!(plain.record(track("A")).unwrap(), Recorded::Queued);
+    assert_eq!(signalled.record(track("A")).unwrap(), Recorded::Ignored);
+    signalled.save();
+    assert_eq!(ebb_keys(signalled.store()), Vec::<String>::new());
+
+    signalled.grant(&analytics()).unwrap();
+    signalled.record(track("B")).unwrap();
+    let sent = drain(&mut signalled);
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|message| message["context"]["gpc"] == true));
+    assert!(drain(&mut plain)[0]["context"].get("gpc").is_none());
+}
+
+#[test]
+fn an_opt_out_withdrawal_stays_stored_without_any_identity() {
+    let opt_out = config().with_consent(Mode::OptOut, vec![], vec![]).unwrap();
+    let mut sdk = sdk_with(opt_out.clone(), Fixed::new(), MemoryStore::default());
+    sdk.record(track("A")).unwrap();
+
+    sdk.withdraw().unwrap();
+    let mut next_page = sdk_with(opt_out, Fixed::new(), sdk.into_store());
+
+    assert_eq!(next_page.record(track("B")).unwrap(), Recorded::Ignored);
+    assert_eq!(ebb_keys(next_page.store()), ["ebb.consent"]);
+    assert_eq!(next_page.anonymous_id(), None);
+}
+
+#[test]
+fn identity_consent_and_queue_survive_a_reload() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(identify(Some("u_7"), json!({"plan": "pro"})))
+        .unwrap();
+    let anonymous_id = sdk.anonymous_id().unwrap().to_owned();
+
+    sdk.page_hidden();
+    let mut reloaded = sdk_with(config(), Fixed::new(), sdk.into_store());
+    reloaded.record(track("Back")).unwrap();
+    let sent = drain(&mut reloaded);
+
+    assert_eq!(reloaded.anonymous_id(), Some(anonymous_id.as_str()));
+    assert_eq!(reloaded.user_id(), Some("u_7"));
+    let events: Vec<&Value> = sent.iter().map(|m| &m["type"]).collect();
+    assert_eq!(events, ["track", "identify", "track"]);
+    assert_eq!(sent[2]["userId"], "u_7");
+}
+
+#[test]
+fn a_second_tab_neither_sends_nor_adopts_a_live_tabs_queue() {
+    let mut first = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    first.grant(&analytics()).unwrap();
+    first.record(track("First")).unwrap();
+    first.save();
+    // A duplicated tab starts with a copy of sessionStorage, hence the same tab id.
+    let mut shared = first.store().clone();
+
+    let mut second = sdk_with(config(), Fixed::new(), std::mem::take(&mut shared));
+    second.adopt_orphans();
+    second.record(track("Second")).unwrap();
+    let sent = drain(&mut second);
+
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["event"], "Second");
+}
+
+#[test]
+fn the_queue_of_a_closed_tab_is_adopted_once() {
+    let mut closed = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    closed.grant(&analytics()).unwrap();
+    closed.record(track("Left behind")).unwrap();
+    closed.page_hidden();
+    let mut store = closed.into_store();
+    store.session.clear();
+
+    let mut other = sdk_with(config(), Fixed::new(), store);
+    let adopted = other.adopt_orphans();
+    let again = other.adopt_orphans();
+    let sent = drain(&mut other);
+
+    assert_eq!((adopted, again), (2, 0));
+    let events: Vec<&Value> = sent.iter().map(|m| &m["event"]).collect();
+    assert_eq!(events, [CONSENT_EVENT, "Left behind"]);
+}
+
+#[test]
+fn reset_forgets_the_user_and_mints_a_new_anonymous_id() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(identify(Some("u_1"), json!({"a": 1}))).unwrap();
+    let before = sdk.anonymous_id().unwrap().to_owned();
+
+    sdk.reset().unwrap();
+
+    assert_ne!(sdk.anonymous_id().unwrap(), before);
+    assert_eq!(sdk.user_id(), None);
+    assert_eq!(sdk.store().local.get("ebb.user"), None);
+    assert_eq!(sdk.store().local["ebb.traits"], "{}");
+    assert_eq!(sdk.store().local["ebb.anon"], sdk.anonymous_id().unwrap());
+}
+
+#[test]
+fn traits_merge_for_the_same_user_and_start_over_for_another() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+
+    sdk.record(identify(Some("u_1"), json!({"a": 1, "b": 2})))
+        .unwrap();
+    sdk.record(identify(None, json!({"b": 3}))).unwrap();
+    sdk.record(identify(Some("u_2"), json!({"c": 4}))).unwrap();
+    let sent = drain(&mut sdk);
+
+    assert_eq!(sent[1]["traits"], json!({"a": 1, "b": 2}));
+    assert_eq!(sent[2]["traits"], json!({"a": 1, "b": 3}));
+    assert_eq!(sent[2]["userId"], "u_1");
+    assert_eq!(sent[3]["traits"], json!({"c": 4}));
+}
+
+#[test]
+fn storage_that_refuses_writes_leaves_a_working_sdk() {
+    let store = MemoryStore {
+        refuse_writes: true,
+        ..MemoryStore::default()
+    };
+    let mut sdk = sdk_with(config(), Fixed::new(), store);
+
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(track("Works")).unwrap();
+    sdk.save();
+    let sent = drain(&mut sdk);
+
+    assert!(sdk.storage_failed());
+    assert_eq!(sent.len(), 2);
+    assert!(sent[1]["anonymousId"].is_string());
+}
+
+#[test]
+fn every_type_is_written_as_the_collector_reads_it() {
+    let mut sdk = sdk_with(
+        config().with_user_hash(Some("ab12".into())),
+        Fixed::new(),
+        MemoryStore::default(),
+    );
+    sdk.grant(&analytics()).unwrap();
+
+    for payload in [
+        Payload::Page {
+            name: Some("Pricing".into()),
+            properties: fields(json!({"plan": "pro"})),
+        },
+        Payload::Group {
+            group_id: "g_1".into(),
+            traits: fields(json!({"size": 5})),
+        },
+        Payload::Alias {
+            user_id: "u_new".into(),
+            previous_id: None,
+        },
+        Payload::Response {
+            survey_id: "nps".into(),
+            answers: fields(json!({"score": 9})),
+        },
+    ] {
+        sdk.record(Call::now(payload)).unwrap();
+    }
+    let batch = sdk.next_batch(usize::MAX).unwrap();
+    let envelope = decode_batch(batch.body().as_bytes()).unwrap();
+    let decoded: Vec<_> = (0..envelope.items.len())
+        .map(|index| envelope.message(index).unwrap())
+        .collect();
+
+    assert_eq!(decoded[1].kind, MessageType::Page);
+    assert_eq!(decoded[1].name.as_deref(), Some("Pricing"));
+    assert_eq!(decoded[2].group_id.as_deref(), Some("g_1"));
+    assert_eq!(decoded[3].previous_id.as_deref(), sdk.anonymous_id());
+    assert_eq!(decoded[3].user_id.as_ref().unwrap().as_str(), "u_new");
+    assert_eq!(decoded[4].survey_id.as_deref(), Some("nps"));
+    assert_eq!(decoded[4].answers, Some(json!({"score": 9})));
+    for message in &decoded {
+        assert_eq!(message.context["userHash"], "ab12");
+        assert_eq!(message.context["library"]["name"], LIBRARY_NAME);
+        assert_eq!(message.context["page"]["path"], "/pricing");
+    }
+}
+
+#[test]
+fn bad_arguments_are_refused_and_change_nothing() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+    drain(&mut sdk);
+
+    for payload in [
+        Payload::Track {
+            event: String::new(),
+            properties: Fields::default(),
+        },
+        Payload::Group {
+            group_id: String::new(),
+            traits: Fields::default(),
+        },
+        Payload::Response {
+            survey_id: "x".repeat(1001),
+            answers: Fields::default(),
+        },
+    ] {
+        assert!(matches!(
+            sdk.record(Call::now(payload)),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+    let huge = fields(json!({"p": "x".repeat(MAX_MESSAGE_BYTES)}));
+    let too_large = sdk.record(Call::now(Payload::Track {
+        event: "Big".into(),
+        properties: huge,
+    }));
+
+    assert!(matches!(too_large, Err(Error::MessageTooLarge { .. })));
+    assert_eq!(sdk.queued(), 0);
+}
+
+#[test]
+fn a_retried_batch_keeps_its_message_ids_and_backs_off() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(track("Once")).unwrap();
+
+    let first = sdk.next_batch(usize::MAX).unwrap();
+    let delay = sdk.settle(
+        first.id(),
+        &Outcome::Retry {
+            status: 503,
+            retry_after_ms: None,
+        },
+    );
+    let second = sdk.next_batch(usize::MAX).unwrap();
+    let asked = sdk.settle(
+        second.id(),
+        &Outcome::Retry {
+            status: 429,
+            retry_after_ms: Some(7000),
+        },
+    );
+    let third = sdk.next_batch(usize::MAX).unwrap();
+
+    assert!((500..=1000).contains(&delay.unwrap()));
+    assert_eq!(asked, Some(7000));
+    assert_eq!(first.body(), second.body());
+    assert_eq!(second.body(), third.body());
+    assert_eq!(
+        sdk.settle(third.id(), &Outcome::Refused { status: 400 }),
+        None
+    );
+    assert!(
+        sdk.next_batch(usize::MAX).is_none(),
+        "a refused batch is dropped"
+    );
+}
+
+#[test]
+fn held_calls_are_bounded_and_the_oldest_go_first() {
+    let config = config().with_max_pending(2).unwrap();
+    let mut sdk = sdk_with(config, Fixed::new(), MemoryStore::default());
+    for event in ["A", "B", "C"] {
+        sdk.record(track(event)).unwrap();
+    }
+
+    sdk.grant(&analytics()).unwrap();
+    let events: Vec<Value> = drain(&mut sdk).iter().map(|m| m["event"].clone()).collect();
+
+    assert_eq!(events, [json!(CONSENT_EVENT), json!("B"), json!("C")]);
+}
+
+#[test]
+fn a_corrupt_stored_entry_is_skipped() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(track("Kept")).unwrap();
+    sdk.page_hidden();
+    let mut store = sdk.into_store();
+    let key = store
+        .local
+        .keys()
+        .find(|key| key.starts_with("ebb.queue."))
+        .unwrap()
+        .clone();
+    let stored = store.local[&key].clone();
+    store
+        .local
+        .insert(key, format!("{stored}\n{{\"type\":\"tra"));
+
+    let mut reloaded = sdk_with(config(), Fixed::new(), store);
+    let sent = drain(&mut reloaded);
+
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1]["event"], "Kept");
+}

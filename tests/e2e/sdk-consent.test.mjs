@@ -1,0 +1,307 @@
+// The SDK's consent behaviour in headless Chromium against a real collector: nothing before
+// consent, replay on grant, drop on deny, erase on withdrawal, GPC, storage that throws,
+// and the inline snippet (also under a strict Content-Security-Policy).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, startCollector, watchPageErrors } from './harness.mjs';
+import {
+  SNIPPET_FIXTURE,
+  countStorageWrites,
+  openFixture,
+  recordBatches,
+  serveFixture,
+  serveSnippetFixture,
+  tracked,
+  waitForUser,
+  writeKey,
+} from './sdk-helpers.mjs';
+
+let collector;
+let browser;
+let key;
+
+before(async () => {
+  collector = await startCollector();
+  browser = await launchBrowser();
+  key = await writeKey(collector);
+});
+
+after(async () => {
+  await browser?.close();
+  await collector?.stop();
+});
+
+async function context({ gpc = false } = {}) {
+  const context = await browser.newContext();
+  if (gpc) {
+    await context.addInitScript(() => {
+      Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true });
+    });
+  }
+  await serveFixture(context, collector);
+  return context;
+}
+
+test('before consent nothing is sent and nothing is written to storage or cookies', async () => {
+  const ctx = await context();
+  await countStorageWrites(ctx);
+  const requests = await recordBatches(ctx);
+  const page = await openFixture(ctx, collector);
+  const errors = watchPageErrors(page);
+
+  const state = await page.evaluate(async (key) => {
+    const ebb = window.ebbSdk;
+    await ebb.load(key, { flushInterval: 1, flushAt: 1 });
+    await ebb.identify('before-consent', { email: 'x@example.com' });
+    await ebb.track('Viewed');
+    await ebb.page('Home');
+    await ebb.flush();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    return {
+      consent: ebb.consent.state(),
+      writes: window.ebbStorageWrites,
+      local: localStorage.length,
+      session: sessionStorage.length,
+      cookie: document.cookie,
+    };
+  }, key);
+
+  assert.equal(requests.length, 0, 'no batch request');
+  assert.equal(state.writes, 0, 'no storage or cookie write');
+  assert.deepEqual([state.local, state.session, state.cookie], [0, 0, '']);
+  assert.deepEqual(state.consent, {
+    mode: 'opt-in',
+    status: 'pending',
+    categories: { analytics: false },
+    objection: false,
+  });
+  assert.deepEqual(errors, []);
+  await ctx.close();
+});
+
+test('a grant replays held calls with their original timestamps', async () => {
+  const ctx = await context();
+  const requests = await recordBatches(ctx);
+  const page = await openFixture(ctx, collector);
+
+  const changes = await page.evaluate(async (key) => {
+    const ebb = window.ebbSdk;
+    const seen = [];
+    ebb.on('consent', (state) => seen.push(state.status));
+    await ebb.load(key);
+    await ebb.identify('replay-user', { plan: 'pro' });
+    await ebb.track('Held');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await ebb.consent.grant('analytics');
+    await ebb.flush();
+    return seen;
+  }, key);
+  const user = await waitForUser(collector, 'replay-user', (u) => tracked(u).includes('Held'));
+
+  assert.deepEqual(changes, ['granted']);
+  const held = user.events.find((event) => event.event === 'Held');
+  const grant = user.events.find((event) => event.event === 'Segment Consent Preference Updated');
+  const gap = Date.parse(grant.timestamp) - Date.parse(held.timestamp);
+  assert.ok(gap >= 900, `the held call keeps its own time (${gap} ms before the grant)`);
+  assert.deepEqual(user.traits, { plan: 'pro' });
+  for (const message of requests.flatMap((request) => request.messages)) {
+    assert.deepEqual(message.context.consent.categoryPreferences, { analytics: true });
+  }
+  await ctx.close();
+});
+
+test('a deny drops the held calls; a later grant does not bring them back', async () => {
+  const ctx = await context();
+  const requests = await recordBatches(ctx);
+  const page = await openFixture(ctx, collector);
+
+  await page.evaluate(async (key) => {
+    const ebb = window.ebbSdk;
+    await ebb.load(key);
+    await ebb.identify('deny-user');
+    await ebb.track('Dropped');
+    await ebb.consent.deny('analytics');
+    await ebb.flush();
+    await ebb.consent.grant('analytics');
+    await ebb.identify('deny-user');
+    await ebb.track('After grant');
+    await ebb.flush();
+  }, key);
+  const user = await waitForUser(collector, 'deny-user', (u) => tracked(u).includes('After grant'));
+
+  assert.deepEqual(tracked(user), ['After grant']);
+  const sent = requests.flatMap((request) => request.messages.map((m) => m.event ?? m.type));
+  assert.ok(!sent.includes('Dropped'));
+  await ctx.close();
+});
+
+test('withdrawal wipes the browser storage and records the withdrawal once', async () => {
+  const ctx = await context();
+  const requests = await recordBatches(ctx);
+  const page = await openFixture(ctx, collector);
+
+  const keys = await page.evaluate(async (key) => {
+    const ebb = window.ebbSdk;
+    await ebb.load(key);
+    await ebb.consent.grant(['analytics']);
+    await ebb.identify('withdraw-user', { email: 'w@example.com' });
+    await ebb.track('Before withdrawal');
+    await ebb.flush();
+    const before = Object.keys(localStorage).filter((name) => name.startsWith('ebb.'));
+    await ebb.consent.withdraw();
+    await ebb.track('After withdrawal');
+    await ebb.flush();
+    const left = [...Object.keys(localStorage), ...Object.keys(sessionStorage)];
+    return { before, left, state: ebb.consent.state().status };
+  }, key);
+  await waitForUser(collector, 'withdraw-user', (u) => tracked(u).includes('Before withdrawal'));
+
+  assert.ok(keys.before.includes('ebb.anon') && keys.before.includes('ebb.user'));
+  assert.deepEqual(keys.left.filter((name) => name.startsWith('ebb.')), []);
+  assert.equal(keys.state, 'denied');
+  const messages = requests.flatMap((request) => request.messages);
+  const withdrawals = messages.filter(
+    (m) => m.event === 'Segment Consent Preference Updated' && !m.context.consent.categoryPreferences.analytics,
+  );
+  assert.equal(withdrawals.length, 1);
+  assert.equal(withdrawals[0].userId, 'withdraw-user');
+  assert.ok(!messages.some((m) => m.event === 'After withdrawal'));
+  await ctx.close();
+});
+
+test('Global Privacy Control is an objection: nothing is sent until an explicit grant', async () => {
+  const ctx = await context({ gpc: true });
+  const requests = await recordBatches(ctx);
+  const page = await openFixture(ctx, collector);
+
+  const before = await page.evaluate(async (key) => {
+    const ebb = window.ebbSdk;
+    await ebb.load(key, { consent: { mode: 'opt-out' }, flushAt: 1 });
+    await ebb.identify('gpc-user');
+    await ebb.track('Ignored');
+    await ebb.flush();
+    return { state: ebb.consent.state(), local: localStorage.length };
+  }, key);
+  const sentBefore = requests.length;
+  await page.evaluate(async () => {
+    await window.ebbSdk.consent.grant();
+    await window.ebbSdk.identify('gpc-user');
+    await window.ebbSdk.track('Explicitly allowed');
+    await window.ebbSdk.flush();
+  });
+  const user = await waitForUser(collector, 'gpc-user', (u) => tracked(u).length > 0);
+
+  assert.equal(sentBefore, 0);
+  assert.equal(before.local, 0);
+  assert.equal(before.state.status, 'denied');
+  assert.equal(before.state.objection, true);
+  assert.deepEqual(tracked(user), ['Explicitly allowed']);
+  const messages = requests.flatMap((request) => request.messages);
+  assert.ok(messages.length > 0 && messages.every((m) => m.context.gpc === true));
+  await ctx.close();
+});
+
+test('storage that throws still leaves a working SDK in memory', async () => {
+  for (const [name, breakStorage] of [
+    [
+      'getter',
+      () => {
+        for (const storage of ['localStorage', 'sessionStorage']) {
+          Object.defineProperty(window, storage, {
+            get() {
+              throw new DOMException('blocked', 'SecurityError');
+            },
+          });
+        }
+      },
+    ],
+    [
+      'setItem',
+      () => {
+        Storage.prototype.setItem = () => {
+          throw new DOMException('full', 'QuotaExceededError');
+        };
+      },
+    ],
+  ]) {
+    const ctx = await context();
+    await ctx.addInitScript(breakStorage);
+    const page = await openFixture(ctx, collector);
+    const errors = watchPageErrors(page);
+
+    await page.evaluate(async ({ key, user }) => {
+      const ebb = window.ebbSdk;
+      await ebb.load(key, { debug: true });
+      await ebb.consent.grant();
+      await ebb.identify(user);
+      await ebb.track('Works without storage');
+      await ebb.flush();
+    }, { key, user: `storage-${name}` });
+    const user = await waitForUser(collector, `storage-${name}`, (u) => tracked(u).length === 1);
+
+    assert.deepEqual(tracked(user), ['Works without storage'], name);
+    assert.deepEqual(errors, [], name);
+    await ctx.close();
+  }
+});
+
+const SNIPPET_CALLS = (key, user) => `
+  ebb.load(${JSON.stringify(key)}, { host: location.origin });
+  ebb.consent.grant('analytics');
+  ebb.identify(${JSON.stringify(user)}, { via: 'snippet' });
+  ebb.track('First');
+  ebb.page('Landing', { section: 'top' });
+  ebb.track('Second');
+  window.ebbDone = ebb.flush().then(() => 'flushed', (e) => 'failed: ' + e.message);
+`;
+
+test('calls made before the module loaded arrive in order with their call time', async () => {
+  const ctx = await browser.newContext();
+  await serveSnippetFixture(ctx, collector, SNIPPET_CALLS(key, 'snippet-user'));
+  const page = await ctx.newPage();
+  const errors = watchPageErrors(page);
+  const requests = await recordBatches(ctx);
+  const opened = Date.now();
+
+  await page.goto(`${collector.base}${SNIPPET_FIXTURE}`);
+  const done = await page.waitForFunction(() => window.ebbDone).then((handle) => handle.evaluate((p) => p));
+  const user = await waitForUser(collector, 'snippet-user', (u) => tracked(u).length === 2);
+
+  assert.equal(done, 'flushed');
+  const activity = user.events
+    .filter((e) => e.event !== 'Segment Consent Preference Updated')
+    .map((e) => e.event ?? e.name ?? e.type);
+  // Calls made in one millisecond share a timestamp, so the collector's order among them
+  // is its own; the order the SDK sent them in is checked on the requests below.
+  assert.deepEqual(activity.sort(), ['First', 'Landing', 'Second']);
+  assert.deepEqual(user.traits, { via: 'snippet' });
+  const sent = requests.flatMap((r) => r.messages).filter((m) => m.type !== 'track' || m.event !== 'Segment Consent Preference Updated');
+  assert.deepEqual(sent.map((m) => m.type), ['identify', 'track', 'page', 'track']);
+  assert.deepEqual(sent.map((m) => m.event ?? m.name ?? null), [null, 'First', 'Landing', 'Second']);
+  for (const message of sent) {
+    assert.ok(Date.parse(message.timestamp) >= opened - 1000, 'a call-time timestamp');
+    assert.equal(message.context.page.path, SNIPPET_FIXTURE);
+  }
+  assert.equal(await page.evaluate(() => typeof window.ebb.consent.state), 'function');
+  assert.deepEqual(errors, []);
+  await ctx.close();
+});
+
+test('the snippet and SDK work under a CSP without unsafe-eval', async () => {
+  const ctx = await browser.newContext();
+  const csp =
+    "default-src 'none'; script-src 'self' 'nonce-ebbtest' 'wasm-unsafe-eval'; connect-src 'self'";
+  await serveSnippetFixture(ctx, collector, SNIPPET_CALLS(key, 'csp-user'), { csp });
+  const page = await ctx.newPage();
+  const errors = watchPageErrors(page);
+
+  await page.goto(`${collector.base}${SNIPPET_FIXTURE}`);
+  const done = await page.waitForFunction(() => window.ebbDone).then((handle) => handle.evaluate((p) => p));
+  const user = await waitForUser(collector, 'csp-user', (u) => tracked(u).length === 2);
+
+  assert.equal(done, 'flushed');
+  assert.deepEqual(tracked(user).sort(), ['First', 'Second']);
+  assert.deepEqual(await page.evaluate(() => window.ebbViolations), []);
+  assert.deepEqual(errors, []);
+  await ctx.close();
+});

@@ -1,0 +1,148 @@
+// Shared pieces of the SDK's browser tests: a fixture page on the collector's origin that
+// exposes the SDK as `window.ebbSdk`, a recorder of the batches a browser context posts,
+// and polling of the admin API until what a test expects has arrived.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { repoRoot } from './harness.mjs';
+
+export const FIXTURE = '/sdk-fixture.html';
+export const SNIPPET_FIXTURE = '/sdk-snippet.html';
+
+/** The collector's default write key, as the demo reads it. */
+export async function writeKey(collector) {
+  const response = await fetch(`${collector.base}/demo/config.json`);
+  return (await response.json()).writeKey;
+}
+
+/**
+ * Serves the fixture page at `FIXTURE` in `context`: a page that imports the npm entry
+ * (`/sdk/index.js`) and puts it on `window.ebbSdk`.
+ */
+export async function serveFixture(context, collector) {
+  const html = `<!doctype html><html><head><meta charset="utf-8"><title>SDK fixture</title>
+<script type="module">
+  import ebb from '/sdk/index.js';
+  window.ebbSdk = ebb;
+  window.ebbImported = true;
+</script></head><body><p>fixture</p></body></html>`;
+  await context.route(
+    (url) => url.pathname === FIXTURE,
+    (route) => route.fulfill({ status: 200, contentType: 'text/html', body: html }),
+  );
+}
+
+/**
+ * Serves a page at `SNIPPET_FIXTURE` that pastes the minified inline snippet and makes
+ * `calls` (JavaScript source) right after it, before the module can have loaded. With
+ * `csp`, the page is served under that Content-Security-Policy, and the inline script
+ * carries the nonce `ebbtest`.
+ */
+export async function serveSnippetFixture(context, collector, calls, { csp } = {}) {
+  const snippet = await readFile(join(repoRoot, 'www', 'sdk', 'snippet.min.js'), 'utf8');
+  const html = `<!doctype html><html><head><meta charset="utf-8"><title>Snippet fixture</title>
+<script nonce="ebbtest">
+window.ebbViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => window.ebbViolations.push(e.violatedDirective));
+${snippet}
+${calls}
+</script></head><body><p>snippet fixture</p></body></html>`;
+  const headers = csp ? { 'content-security-policy': csp } : {};
+  await context.route(
+    (url) => url.pathname === SNIPPET_FIXTURE,
+    (route) => route.fulfill({ status: 200, contentType: 'text/html', headers, body: html }),
+  );
+}
+
+/** Opens the fixture page and waits for the SDK module to be imported. */
+export async function openFixture(context, collector) {
+  const page = await context.newPage();
+  await page.goto(`${collector.base}${FIXTURE}`);
+  await page.waitForFunction(() => window.ebbImported === true);
+  return page;
+}
+
+/**
+ * Records every batch request the context sends (including keepalive ones) and lets a
+ * test answer it: `answer(request, attempt)` returns `undefined` to pass the request on to
+ * the collector, `'abort'`, or `{status, headers, body}` to answer in its place.
+ */
+export async function recordBatches(context, answer = () => undefined) {
+  const requests = [];
+  await context.route(
+    (url) => url.pathname === '/v1/batch',
+    async (route) => {
+      const request = route.request();
+      const body = JSON.parse(request.postData() ?? '{}');
+      const entry = { body, messages: body.batch ?? [], headers: request.headers(), status: null };
+      requests.push(entry);
+      const reply = answer(entry, requests.length);
+      if (reply === 'abort') {
+        entry.status = 'aborted';
+        await route.abort('internetdisconnected');
+      } else if (reply) {
+        entry.status = reply.status;
+        await route.fulfill({
+          status: reply.status,
+          headers: { 'content-type': 'application/json', ...(reply.headers ?? {}) },
+          body: reply.body ?? '{}',
+        });
+      } else {
+        const response = await route.fetch();
+        entry.status = response.status();
+        await route.fulfill({ response });
+      }
+    },
+  );
+  return requests;
+}
+
+/** Message ids of the messages that the collector answered 200 for. */
+export function deliveredIds(requests) {
+  return requests
+    .filter((request) => request.status === 200)
+    .flatMap((request) => request.messages.map((message) => message.messageId));
+}
+
+/**
+ * Polls the admin API for user `id` until `done(user)` holds; returns the user. Fails after
+ * `timeout` ms with the last answer.
+ */
+export async function waitForUser(collector, id, done, timeout = 15_000) {
+  const until = Date.now() + timeout;
+  let last;
+  while (Date.now() < until) {
+    last = await collector.admin(`/admin/v1/users/${encodeURIComponent(id)}`);
+    if (last.status === 200 && done(last.body)) return last.body;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`user ${id} never matched; last answer: ${JSON.stringify(last)}`);
+}
+
+/** The names of a user's track events, oldest first, consent records left out. */
+export function tracked(user) {
+  return user.events
+    .filter((event) => event.type === 'track' && event.event !== 'Segment Consent Preference Updated')
+    .map((event) => event.event);
+}
+
+/** Counts writes to localStorage and sessionStorage and to document.cookie in every page. */
+export async function countStorageWrites(context) {
+  await context.addInitScript(() => {
+    window.ebbStorageWrites = 0;
+    const setItem = Storage.prototype.setItem;
+    Storage.prototype.setItem = function (...args) {
+      window.ebbStorageWrites += 1;
+      return setItem.apply(this, args);
+    };
+    const cookie = Object.getOwnPropertyDescriptor(Document.prototype, 'cookie');
+    Object.defineProperty(Document.prototype, 'cookie', {
+      get() {
+        return cookie.get.call(this);
+      },
+      set(value) {
+        window.ebbStorageWrites += 1;
+        cookie.set.call(this, value);
+      },
+    });
+  });
+}
