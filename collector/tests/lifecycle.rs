@@ -414,3 +414,54 @@ fn comparable(events: &Value) -> Vec<Value> {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn deleting_a_user_while_their_batches_arrive_leaves_no_orphan_rows() {
+    let collector = Collector::start();
+    populate(&collector, "busy-3c9d").await;
+
+    let senders = (0..4).map(|sender| {
+        let collector = &collector;
+        async move {
+            for round in 0..15 {
+                let batch: Vec<Value> = (0..10)
+                    .map(|n| json!({"type": "track", "userId": "busy-3c9d", "anonymousId": "busy-3c9d-visitor",
+                                    "event": "Tick", "messageId": format!("tick-{sender}-{round}-{n}"),
+                                    "context": {"consent": {"categoryPreferences": {"analytics": round % 2 == 0}}}}))
+                    .collect();
+                collector.post("/v1/batch", &json!({"batch": batch})).await;
+            }
+        }
+    });
+    let deletion = async {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        collector
+            .admin("DELETE", "/admin/v1/users/busy-3c9d", None)
+            .await
+    };
+    let (_, (deleted, receipt)) = tokio::join!(futures_util::future::join_all(senders), deletion);
+
+    assert_eq!(deleted, 200, "{receipt}");
+    assert_eq!(collector.user("busy-3c9d").await.0, 404);
+    assert_eq!(collector.user("busy-3c9d-visitor").await.0, 404);
+    assert_forgotten(&collector.database_url, &["busy-3c9d"]).await;
+    assert_no_orphans(&collector.database_url).await;
+}
+
+/// Every row that names a user key names a user that exists.
+async fn assert_no_orphans(database_url: &str) {
+    let values = common::every_stored_value(database_url).await;
+    let users: std::collections::HashSet<&str> = values
+        .iter()
+        .filter(|(table, column, _)| table == "users" && column == "id")
+        .map(|(_, _, value)| value.as_str())
+        .collect();
+    let orphans: Vec<_> = values
+        .iter()
+        .filter(|(_, column, value)| column == "user_key" && !users.contains(value.as_str()))
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "rows name users that do not exist: {orphans:#?}"
+    );
+}
