@@ -43,7 +43,7 @@
 //!   strictly before `before`; either bound may be left out. `lastSeen` likewise, for the
 //!   latest activity.
 //! - `{"firstSeenDaysAgo": {"atLeast": d, "atMost": d}}`: first seen at least `d` and at
-//!   most `d` whole days before `now` (both inclusive; either may be left out).
+//!   most `d` days of 24 hours before `now` (both inclusive; either may be left out).
 //!   `lastSeenDaysAgo` likewise; its `atLeast` is the retention question.
 //! - `{"responded": "survey-id"}`: who responded to that survey; `true`: to any survey;
 //!   `false`: to none.

@@ -170,3 +170,52 @@ async fn remove_first_entry(database_url: &str) {
         sqlx::query(statement).execute(&mut db).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_command_runs_beside_a_busy_collector_on_the_same_database() {
+    let temp = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let env = [
+        ("EBB_WRITE_KEY", WRITE_KEY),
+        ("EBB_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let collector = Collector::start_in(temp.path(), &db, &env);
+    collector
+        .post(
+            "/v1/identify",
+            &json!({"userId": "cli-gone", "traits": {"a": 1}}),
+        )
+        .await;
+    let (url, dir) = (collector.database_url.clone(), temp.path().to_path_buf());
+
+    let load = async {
+        let mut statuses = Vec::new();
+        for round in 0..40 {
+            let batch: Vec<Value> = (0..20)
+                .map(|n| json!({"type": "track", "userId": format!("load-{n}"), "event": format!("R{round}")}))
+                .collect();
+            statuses.push(
+                collector
+                    .post("/v1/batch", &json!({"batch": batch}))
+                    .await
+                    .0,
+            );
+        }
+        statuses
+    };
+    let command = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        ebb(&url, &dir, &["delete-user", "cli-gone"])
+    });
+    let (statuses, deleted) = tokio::join!(load, command);
+    let deleted = deleted.unwrap();
+
+    assert_eq!(
+        deleted.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    assert_eq!(collector.user("cli-gone").await.0, 404);
+}

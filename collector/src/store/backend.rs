@@ -213,7 +213,7 @@ impl Backend {
             store_ip: false,
             retention: RetentionRule::default(),
         };
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
         let inserted = sqlx::query(
             "INSERT INTO environments (id, name, created_at, allowed_origins, store_ip) \
@@ -259,7 +259,7 @@ impl Backend {
         id: &EnvironmentId,
         changes: &EnvironmentChanges,
     ) -> Result<Option<Environment>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
         if let Some(name) = &changes.name {
             let renamed = sqlx::query("UPDATE environments SET name = $1 WHERE id = $2")
@@ -318,7 +318,7 @@ impl Backend {
     }
 
     pub async fn replace_write_keys(&self, id: &EnvironmentId, new_key: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
         sqlx::query("DELETE FROM write_keys WHERE environment_id = $1")
             .bind(id.as_str())
@@ -377,7 +377,7 @@ impl Backend {
     }
 
     pub async fn store_batches(&self, batches: &[&WriteBatch]) -> Result<Vec<WriteReport>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
         let mut session = WriteSession::new(&self.suppression_key);
         let mut reports = Vec::with_capacity(batches.len());
 

@@ -41,7 +41,7 @@ impl Backend {
         actor: &Actor,
         suppression_days: u32,
     ) -> Result<Option<Receipt>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
         let user_key: Option<String> = sqlx::query_scalar(
             "SELECT user_key FROM identities WHERE environment_id = $1 AND value = $2 \
@@ -73,7 +73,7 @@ impl Backend {
     }
 
     pub async fn purge_environment(&self, env: &EnvironmentId, actor: &Actor) -> Result<Receipt> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
         let counts = delete_all_user_rows(&mut tx, env).await?;
         let entry = append_audit(
@@ -91,7 +91,7 @@ impl Backend {
     }
 
     pub async fn delete_environment(&self, env: &EnvironmentId, actor: &Actor) -> Result<Receipt> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
         let mut counts = delete_all_user_rows(&mut tx, env).await?;
         for (table, name) in [
@@ -187,7 +187,7 @@ impl Backend {
         suppression_days: u32,
     ) -> Result<(u64, Counts)> {
         let (cutoff, silent_cutoff) = rule.cutoffs(now);
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
         let due: Vec<String> = sqlx::query_scalar(concat!(
             "SELECT u.id FROM users u WHERE u.environment_id = $1 AND ",
@@ -259,7 +259,7 @@ impl Backend {
         actor: &Actor,
     ) -> Result<bool> {
         let id_hash = suppression_hash(&self.suppression_key, id);
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
         let lifted =
             sqlx::query("DELETE FROM suppressions WHERE environment_id = $1 AND id_hash = $2")
@@ -294,7 +294,7 @@ impl Backend {
         request: Value,
         counts: Value,
     ) -> Result<AuditEntry> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
         let entry = append_audit(&mut tx, env, actor, action, request, counts).await?;
         tx.commit().await?;
         Ok(entry)

@@ -16,6 +16,9 @@ pub type Db = sqlx::Postgres;
 /// concurrent appends from several collectors take turns (plain reads still run).
 const AUDIT_LOCK: Option<&str> = Some("LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE");
 
+/// Write transactions start plainly; PostgreSQL locks rows as they are written.
+const BEGIN_WRITE: &str = "BEGIN";
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Postgres;
 

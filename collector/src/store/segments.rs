@@ -232,7 +232,7 @@ impl Backend {
             "SELECT u.id FROM users u WHERE u.environment_id = $1 AND ({}) LIMIT ${next}",
             compiled.sql
         );
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
         let owned = sqlx::query(
             "UPDATE jobs SET lease_expires_at = $1 \
@@ -288,7 +288,7 @@ impl Backend {
     /// totals, and forgets its filter, which may name personal data.
     pub async fn finish_job(&self, job: &Job, status: &str, error: Option<&str>) -> Result<Job> {
         let env = &job.environment_id;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
         let counts: Json<Counts> =
             sqlx::query_scalar("SELECT counts FROM jobs WHERE environment_id = $1 AND id = $2")

@@ -17,6 +17,11 @@ pub type Db = sqlx::Sqlite;
 /// appending to the audit chain needs no lock of its own.
 const AUDIT_LOCK: Option<&str> = None;
 
+/// Write transactions take SQLite's write lock at once: a deferred transaction that reads
+/// first and writes later fails at once with "database is locked" when another process
+/// (an operator command) holds the lock, instead of waiting out the busy timeout.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Sqlite;
 
