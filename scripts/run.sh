@@ -10,4 +10,7 @@ cd "$root"
 bash scripts/setup.sh
 bash scripts/build-sdk.sh
 cargo build --release -p ebb-collector
+# The demo's login form asks the collector for the identity-verification hash; never turn
+# this on for a collector that real sites send to.
+export EBB_DEMO_USER_HASH="${EBB_DEMO_USER_HASH:-true}"
 exec target/release/ebb-collector "$@"

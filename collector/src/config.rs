@@ -138,6 +138,12 @@ pub struct Config {
     #[arg(long, env = "EBB_RETENTION_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval: u64,
 
+    /// Let the demo site ask for the identity-verification hash of any user id of the
+    /// default environment (`/demo/user-hash`). For the demo only: it lets anyone prove
+    /// any identity, which is what verification is there to prevent.
+    #[arg(long, env = "EBB_DEMO_USER_HASH", default_value_t = false)]
+    pub demo_user_hash: bool,
+
     /// Log line format.
     #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -166,6 +172,7 @@ impl fmt::Debug for Config {
             .field("rate_limit", &self.rate_limit)
             .field("suppression_days", &self.suppression_days)
             .field("retention_interval", &self.retention_interval)
+            .field("demo_user_hash", &self.demo_user_hash)
             .field("log_format", &self.log_format)
             .finish()
     }

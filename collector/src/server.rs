@@ -42,6 +42,8 @@ pub struct AppState {
     pub rate_limit: Option<RateLimit>,
     /// Applies retention rules; admin requests may run it at once.
     pub sweeper: Sweeper,
+    /// Whether `/demo/user-hash` answers.
+    pub demo_user_hash: bool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
 }
@@ -83,6 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         demo_write_key: boot.write_key.clone(),
         suppression_days: config.suppression_days,
         sweeper,
+        demo_user_hash: config.demo_user_hash,
         rate_limit: NonZeroU32::new(config.rate_limit).map(RateLimit::new),
         metrics,
     });
@@ -115,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(render_metrics))
             .route("/demo/config.json", web::get().to(demo_config))
+            .route("/demo/user-hash", web::get().to(demo_user_hash))
             .service(
                 Files::new("/", &www_dir)
                     .index_file("index.html")
@@ -156,21 +160,45 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 struct Observed {
     route: String,
     origin: Option<HeaderValue>,
+    page_policy: Option<&'static str>,
 }
+
+/// The admin console runs only its own scripts, loads nothing from elsewhere, and may not
+/// be framed (clickjacking).
+const CONSOLE_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// The demo site also compiles the SDK's WebAssembly, which needs `'wasm-unsafe-eval'`
+/// (and nothing like `'unsafe-eval'`).
+const SITE_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 fn observe(req: &ServiceRequest) -> Observed {
     let route = req.match_pattern().unwrap_or_else(|| "static".to_owned());
-    let origin = req
-        .path()
+    let path = req.path();
+    let origin = path
         .starts_with("/v1/")
         .then(|| req.headers().get(ORIGIN).cloned())
         .flatten();
-    Observed { route, origin }
+    let page_policy = if path.starts_with("/admin/v1/") || path.starts_with("/v1/") {
+        None
+    } else if path == "/admin" || path.starts_with("/admin/") {
+        Some(CONSOLE_POLICY)
+    } else {
+        Some(SITE_POLICY)
+    };
+    Observed {
+        route,
+        origin,
+        page_policy,
+    }
 }
 
 impl Observed {
-    /// Counts the request, and on the ingest API lets the calling origin read the answer,
-    /// unless the environment refused that origin.
+    /// Counts the request; on the ingest API lets the calling origin read the answer,
+    /// unless the environment refused that origin; on pages sets the security headers.
     fn finish<B: MessageBody>(self, mut response: ServiceResponse<B>) -> ServiceResponse<B> {
         metrics::record_request(&self.route, response.status().as_u16());
 
@@ -186,6 +214,22 @@ impl Observed {
             headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
                 HeaderValue::from_static("Retry-After"),
+            );
+        }
+        if let Some(policy) = self.page_policy {
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(policy),
+            );
+            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
             );
         }
         response
@@ -220,6 +264,36 @@ async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /demo/config.json`: what the demo page needs to load the SDK.
 async fn demo_config(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "writeKey": state.demo_write_key }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DemoUser {
+    #[serde(rename = "userId")]
+    user_id: String,
+}
+
+/// `GET /demo/user-hash?userId=…`: what a site's server computes for identity
+/// verification, here for the demo's login form. Off unless `EBB_DEMO_USER_HASH` is set;
+/// `null` when the default environment has verification off.
+async fn demo_user_hash(
+    state: web::Data<AppState>,
+    query: web::Query<DemoUser>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.demo_user_hash {
+        return Err(ApiError::NotFound);
+    }
+    let environment = state
+        .store
+        .find_environment(state.default_environment.as_str())
+        .await?;
+    let hash = environment.and_then(|e| e.identity_secret).map(|secret| {
+        use hmac::{Hmac, Mac as _};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(query.user_id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    });
+    Ok(HttpResponse::Ok().json(json!({ "userHash": hash })))
 }
 
 /// Tells the operator where to go. This is output for a person, not a log line; the first

@@ -360,3 +360,76 @@ async fn sigterm_lets_a_request_in_flight_finish_and_commit() {
     );
     assert_eq!(user["events"][0]["event"], "Sent during shutdown");
 }
+
+#[tokio::test]
+async fn pages_carry_a_content_security_policy_and_refuse_framing() {
+    let collector = Collector::start();
+    std::fs::create_dir_all(collector.data_dir.join("www/admin")).unwrap();
+    std::fs::write(collector.data_dir.join("www/index.html"), "<p>demo</p>").unwrap();
+    std::fs::write(
+        collector.data_dir.join("www/admin/index.html"),
+        "<p>console</p>",
+    )
+    .unwrap();
+
+    let site = collector.http.get(collector.url("/")).send().await.unwrap();
+    let console = collector
+        .http
+        .get(collector.url("/admin/"))
+        .send()
+        .await
+        .unwrap();
+    let api = collector
+        .http
+        .get(collector.url("/admin/v1/environments"))
+        .send()
+        .await
+        .unwrap();
+
+    let policy = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("content-security-policy")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let console_policy = policy(&console).unwrap();
+    assert!(console_policy.contains("frame-ancestors 'none'"));
+    assert!(
+        console_policy.contains("script-src 'self';"),
+        "no inline or eval: {console_policy}"
+    );
+    assert!(!console_policy.contains("unsafe"));
+    let site_policy = policy(&site).unwrap();
+    assert!(site_policy.contains("'wasm-unsafe-eval'") && !site_policy.contains("'unsafe-eval'"));
+    assert_eq!(console.headers()["x-frame-options"], "DENY");
+    assert_eq!(policy(&api), None, "the API answers JSON, not pages");
+}
+
+#[tokio::test]
+async fn the_demo_user_hash_is_served_only_when_turned_on() {
+    let off = Collector::start();
+    let on = Collector::start_with(&[("EBB_DEMO_USER_HASH", "true")]);
+
+    let (off_status, _) = off.admin_get("/demo/user-hash?userId=ada", "").await;
+    let (_, without_secret) = on.admin_get("/demo/user-hash?userId=ada", "").await;
+    let (_, secret) = on
+        .admin(
+            "POST",
+            "/admin/v1/environments/default/identity-secret",
+            None,
+        )
+        .await;
+    let (_, with_secret) = on.admin_get("/demo/user-hash?userId=ada", "").await;
+    let hash = with_secret["userHash"].as_str().unwrap().to_owned();
+    let (stored, _) = on
+        .post(
+            "/v1/track",
+            &json!({"userId": "ada", "event": "E", "context": {"userHash": hash}}),
+        )
+        .await;
+
+    assert_eq!(off_status, 404);
+    assert_eq!(without_secret, json!({"userHash": null}));
+    assert!(secret["identitySecret"].is_string());
+    assert_eq!(stored, 200, "the demo's hash passes identity verification");
+}
