@@ -34,8 +34,10 @@ step "Rust tests (collector on SQLite)"
 cargo test --workspace
 
 step "collector tests on PostgreSQL ($postgres_server)"
+# Tests of several collectors on one database need PostgreSQL; they are ignored in the
+# SQLite pass and included here.
 EBB_TEST_BACKEND=postgres EBB_TEST_POSTGRES_URL="$postgres_server" \
-  cargo test -p ebb-collector --tests
+  cargo test -p ebb-collector --tests -- --include-ignored
 
 step "SDK browser bindings: storage and fetch (wasm-bindgen-test in Chromium)"
 CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \

@@ -129,7 +129,11 @@ async fn execute(config: &Config, command: Command) -> Result<Exit, ApiError> {
                 .create_job(&environment.id, &filter, total, &actor())
                 .await?;
             let bar = progress(total, "deleting");
-            let runner = JobRunner::new(store.clone(), config.suppression_days);
+            let runner = JobRunner::new(
+                store.clone(),
+                config.suppression_days,
+                Duration::from_secs(config.job_lease),
+            );
             let finished = runner
                 .run_claimed(&job, |job| bar.set_position(job.done))
                 .await?;

@@ -138,6 +138,11 @@ pub struct Config {
     #[arg(long, env = "EBB_RETENTION_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval: u64,
 
+    /// Seconds a segment-deletion job stays with its collector without progress before
+    /// another collector may take it over (when the first one died).
+    #[arg(long, env = "EBB_JOB_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub job_lease: u64,
+
     /// Let the demo site ask for the identity-verification hash of any user id of the
     /// default environment (`/demo/user-hash`). For the demo only: it lets anyone prove
     /// any identity, which is what verification is there to prevent.
@@ -173,6 +178,7 @@ impl fmt::Debug for Config {
             .field("suppression_days", &self.suppression_days)
             .field("retention_interval", &self.retention_interval)
             .field("demo_user_hash", &self.demo_user_hash)
+            .field("job_lease", &self.job_lease)
             .field("log_format", &self.log_format)
             .finish()
     }

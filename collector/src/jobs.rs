@@ -19,9 +19,6 @@ use crate::store::{Job, Store};
 /// Users deleted per transaction.
 const CHUNK_USERS: i64 = 200;
 
-/// How long a claim lasts without a chunk renewing it.
-const LEASE: Duration = Duration::from_secs(15);
-
 /// How often an idle runner looks for work.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -31,28 +28,31 @@ pub struct JobRunner {
     store: Store,
     owner: String,
     suppression_days: u32,
+    /// How long a claim lasts without a chunk renewing it.
+    lease: Duration,
 }
 
 impl JobRunner {
-    /// A runner on `store`.
-    pub fn new(store: Store, suppression_days: u32) -> Self {
+    /// A runner on `store` whose claims last `lease` between chunks.
+    pub fn new(store: Store, suppression_days: u32, lease: Duration) -> Self {
         let owner = format!("collector:{}", uuid::Uuid::new_v4().simple());
         Self {
             store,
             owner,
             suppression_days,
+            lease,
         }
     }
 
-    fn lease_until() -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default()
+    fn lease_until(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_default()
     }
 
     /// Looks for work in the background until the task is aborted.
     pub fn start(self) -> JoinHandle<()> {
         tokio::spawn(async move {
             loop {
-                match self.store.claim_job(&self.owner, Self::lease_until()).await {
+                match self.store.claim_job(&self.owner, self.lease_until()).await {
                     Ok(Some((job, filter))) => {
                         if let Err(error) = self.run(job, &filter, |_| {}).await {
                             tracing::warn!(error = %error, "segment deletion interrupted");
@@ -78,7 +78,7 @@ impl JobRunner {
         loop {
             match self
                 .store
-                .claim_job(&self.owner, Self::lease_until())
+                .claim_job(&self.owner, self.lease_until())
                 .await?
             {
                 Some((claimed, filter)) if claimed.id == job.id => {
@@ -117,7 +117,7 @@ impl JobRunner {
                     &job,
                     filter,
                     &self.owner,
-                    Self::lease_until(),
+                    self.lease_until(),
                     CHUNK_USERS,
                     self.suppression_days,
                 )

@@ -77,7 +77,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.suppression_days,
     );
     let sweeping = sweeper.clone().start();
-    let running_jobs = JobRunner::new(store.clone(), config.suppression_days).start();
+    let running_jobs = JobRunner::new(
+        store.clone(),
+        config.suppression_days,
+        Duration::from_secs(config.job_lease),
+    )
+    .start();
     let state = web::Data::new(AppState {
         store: store.clone(),
         writer,

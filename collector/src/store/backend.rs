@@ -707,6 +707,10 @@ impl<'k> WriteSession<'k> {
         Ok(found)
     }
 
+    /// Gives the identity to `user_key` unless some user has it already; returns that
+    /// other user, if any. With several collectors on one database, two may insert the
+    /// same new identity at once: the loser's insert does nothing, and it learns the
+    /// winner here.
     async fn add_identity(
         &mut self,
         conn: &mut Conn,
@@ -714,11 +718,11 @@ impl<'k> WriteSession<'k> {
         kind: &'static str,
         value: &str,
         user_key: &str,
-    ) -> Result<()> {
-        if self.find_identity(conn, env, kind, value).await?.is_some() {
-            return Ok(());
+    ) -> Result<Option<String>> {
+        if let Some(owner) = self.find_identity(conn, env, kind, value).await? {
+            return Ok((owner != user_key).then_some(owner));
         }
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO identities (environment_id, kind, value, user_key) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (environment_id, kind, value) DO NOTHING",
         )
@@ -727,10 +731,18 @@ impl<'k> WriteSession<'k> {
         .bind(value)
         .bind(user_key)
         .execute(&mut *conn)
-        .await?;
-        self.identities
-            .insert((env.clone(), kind, value.to_owned()), user_key.to_owned());
-        Ok(())
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            self.identities
+                .insert((env.clone(), kind, value.to_owned()), user_key.to_owned());
+            return Ok(None);
+        }
+        Ok(self
+            .find_identity(conn, env, kind, value)
+            .await?
+            .filter(|owner| owner != user_key))
     }
 
     /// Finds the user a message is about, creating or merging users as its ids require.
@@ -756,7 +768,8 @@ impl<'k> WriteSession<'k> {
             None => None,
         };
 
-        let user_key = match (by_user, by_anonymous) {
+        let mut created = false;
+        let mut user_key = match (by_user, by_anonymous) {
             (Some(known), Some(visitor)) if known != visitor => {
                 if user_id_of(conn, env, &visitor).await?.is_none() {
                     self.merge_users(conn, env, &visitor, &known).await?;
@@ -767,13 +780,26 @@ impl<'k> WriteSession<'k> {
             (None, Some(visitor)) if user_id.is_none() => visitor,
             (None, Some(visitor)) => match user_id_of(conn, env, &visitor).await? {
                 None => visitor,
-                Some(_) => create_user(conn, env, time).await?,
+                Some(_) => {
+                    created = true;
+                    create_user(conn, env, time).await?
+                }
             },
-            (None, None) => create_user(conn, env, time).await?,
+            (None, None) => {
+                created = true;
+                create_user(conn, env, time).await?
+            }
         };
 
         if let Some(id) = user_id {
-            self.add_identity(conn, env, "user", id, &user_key).await?;
+            if let Some(owner) = self.add_identity(conn, env, "user", id, &user_key).await? {
+                // Another collector created this user a moment ago: use theirs.
+                if created {
+                    drop_new_user(conn, env, &user_key).await?;
+                    user_key = owner;
+                    created = false;
+                }
+            }
             sqlx::query(
                 "UPDATE users SET user_id = $1 \
                  WHERE environment_id = $2 AND id = $3 AND user_id IS NULL",
@@ -785,8 +811,13 @@ impl<'k> WriteSession<'k> {
             .await?;
         }
         if let Some(id) = anonymous_id {
-            self.add_identity(conn, env, "anonymous", id, &user_key)
+            let owner = self
+                .add_identity(conn, env, "anonymous", id, &user_key)
                 .await?;
+            if let (Some(owner), true) = (owner, created && user_id.is_none()) {
+                drop_new_user(conn, env, &user_key).await?;
+                user_key = owner;
+            }
         }
         Ok(user_key)
     }
@@ -810,7 +841,8 @@ impl<'k> WriteSession<'k> {
             }
         }
         self.add_identity(conn, env, "anonymous", previous, user_key)
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Moves everything of user `from` to user `into` and removes `from`. Traits and
@@ -883,6 +915,21 @@ async fn user_id_of(
             .fetch_one(&mut *conn)
             .await?;
     Ok(user_id)
+}
+
+/// Removes a user this transaction created and that turned out to exist already.
+async fn drop_new_user(conn: &mut Conn, env: &EnvironmentId, user_key: &str) -> Result<()> {
+    for statement in [
+        "DELETE FROM identities WHERE environment_id = $1 AND user_key = $2",
+        "DELETE FROM users WHERE environment_id = $1 AND id = $2",
+    ] {
+        sqlx::query(statement)
+            .bind(env.as_str())
+            .bind(user_key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn create_user(conn: &mut Conn, env: &EnvironmentId, time: DateTime<Utc>) -> Result<String> {

@@ -1,0 +1,236 @@
+//! Several collectors on one PostgreSQL database: messages sent to both are stored once,
+//! a new user arriving at both at once becomes one user, a deletion through one is
+//! suppressed on the other at once, and a segment deletion outlives the collector that
+//! started it. These tests always use PostgreSQL, so the test command runs them once, in
+//! its PostgreSQL pass (`--include-ignored`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Collector, TestDb, ADMIN_TOKEN, WRITE_KEY};
+use serde_json::{json, Value};
+
+fn pair(db: &TestDb, extra: &[(&str, &str)]) -> (Collector, Collector, Vec<tempfile::TempDir>) {
+    let dirs = vec![tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut env = vec![
+        ("EBB_WRITE_KEY", WRITE_KEY),
+        ("EBB_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    env.extend_from_slice(extra);
+    let first = Collector::start_in(dirs[0].path(), db, &env);
+    let second = Collector::start_in(dirs[1].path(), db, &env);
+    (first, second, dirs)
+}
+
+#[tokio::test]
+#[ignore = "PostgreSQL only: scripts/test.sh runs it in its PostgreSQL pass"]
+async fn messages_sent_to_both_collectors_are_stored_once_and_new_users_are_not_split() {
+    let db = TestDb::postgres();
+    let (first, second, _dirs) = pair(&db, &[]);
+
+    let sends = (0..40).map(|round| {
+        let (first, second) = (&first, &second);
+        async move {
+            // The same message to both, and a fresh message each, about a user new to both.
+            let user = format!("racer-{}", round / 4);
+            let same = json!({"batch": [{"type": "track", "userId": user, "event": "Same",
+                                         "messageId": format!("same-{round}")}]});
+            let own = |side: &str| {
+                json!({"batch": [{"type": "track", "userId": user,
+                "anonymousId": format!("anon-{}", round / 4), "event": side,
+                "messageId": format!("{side}-{round}")}]})
+            };
+            let (mine, theirs) = (own("first"), own("second"));
+            tokio::join!(
+                first.post("/v1/batch", &same),
+                second.post("/v1/batch", &same),
+                first.post("/v1/batch", &mine),
+                second.post("/v1/batch", &theirs),
+            )
+        }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+
+    for (a, b, c, d) in &answers {
+        assert_eq!([a.0, b.0, c.0, d.0], [200; 4], "{a:?} {b:?} {c:?} {d:?}");
+    }
+    for racer in 0..10 {
+        let (status, user) = first.user(&format!("racer-{racer}")).await;
+        assert_eq!(status, 200);
+        let events = user["events"].as_array().unwrap();
+        assert_eq!(
+            events.len(),
+            12,
+            "4 rounds × (1 shared + 2 own) for racer-{racer}"
+        );
+        assert_eq!(user["anonymousIds"], json!([format!("anon-{racer}")]));
+    }
+    let (_, everyone) = second
+        .admin(
+            "POST",
+            "/admin/v1/environments/default/segments/preview",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(everyone["count"], 10, "one user per user id, none split");
+}
+
+#[tokio::test]
+#[ignore = "PostgreSQL only: scripts/test.sh runs it in its PostgreSQL pass"]
+async fn a_user_deleted_through_one_collector_is_suppressed_on_the_other_at_once() {
+    let db = TestDb::postgres();
+    let (first, second, _dirs) = pair(&db, &[]);
+    first
+        .post(
+            "/v1/identify",
+            &json!({"userId": "gone-1", "traits": {"a": 1}}),
+        )
+        .await;
+
+    let (deleted, _) = first.admin("DELETE", "/admin/v1/users/gone-1", None).await;
+    let (status, _) = second
+        .post("/v1/track", &json!({"userId": "gone-1", "event": "Late"}))
+        .await;
+    let metrics = second
+        .http
+        .get(second.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    assert_eq!((deleted, status), (200, 200));
+    assert_eq!(second.user("gone-1").await.0, 404);
+    assert!(
+        metrics.contains("ebb_messages_suppressed_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "PostgreSQL only: scripts/test.sh runs it in its PostgreSQL pass"]
+async fn a_segment_deletion_survives_the_collector_that_ran_it_being_killed() {
+    let db = TestDb::postgres();
+    let temp = tempfile::tempdir().unwrap();
+    let env = [
+        ("EBB_WRITE_KEY", WRITE_KEY),
+        ("EBB_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("EBB_JOB_LEASE", "2"),
+    ];
+    let mut first = Collector::start_in(temp.path(), &db, &env);
+    let batch: Vec<Value> = (0..3000)
+        .map(|n| json!({"type": "identify", "userId": format!("bulk-{n}"), "traits": {"plan": "old"}}))
+        .collect();
+    for chunk in batch.chunks(500) {
+        assert_eq!(
+            first.post("/v1/batch", &json!({"batch": chunk})).await.0,
+            200
+        );
+    }
+
+    let (_, job) = first
+        .admin(
+            "POST",
+            "/admin/v1/environments/default/segments/delete",
+            Some(json!({"filter": {"trait": "plan", "equals": "old"}})),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    first.kill();
+    let other_dir = tempfile::tempdir().unwrap();
+    let second = Collector::start_in(other_dir.path(), &db, &env);
+    let path = format!("/admin/v1/environments/default/jobs/{id}");
+    let (_, interrupted) = second.admin("GET", &path, None).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let finished = loop {
+        let (_, job) = second.admin("GET", &path, None).await;
+        if job["status"] == "done" || Instant::now() > deadline {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (_, left) = second
+        .admin(
+            "POST",
+            "/admin/v1/environments/default/segments/preview",
+            Some(json!({})),
+        )
+        .await;
+    let (_, entries) = second.admin("GET", "/admin/v1/audit", None).await;
+
+    assert!(
+        interrupted["done"].as_u64().unwrap() < 3000,
+        "the kill came too late: {interrupted}"
+    );
+    assert_eq!(finished["status"], "done", "{finished}");
+    assert_eq!(
+        (
+            finished["done"].clone(),
+            finished["counts"]["users"].clone()
+        ),
+        (json!(3000), json!(3000))
+    );
+    assert_eq!(left["count"], 0);
+    let audits = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "delete_segment")
+        .count();
+    assert_eq!(audits, 1);
+}
+
+#[tokio::test]
+#[ignore = "PostgreSQL only: scripts/test.sh runs it in its PostgreSQL pass"]
+async fn every_key_and_unique_constraint_of_user_data_starts_with_the_environment() {
+    use sqlx::Connection as _;
+    let db = TestDb::postgres();
+    let collector = Collector::start_in(tempfile::tempdir().unwrap().path(), &db, &[]);
+    let mut connection = sqlx::PgConnection::connect(&collector.database_url)
+        .await
+        .unwrap();
+
+    // Each primary key or unique index with its first column, from the catalog.
+    let keys: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT t.relname::text, i.relname::text, a.attname::text \
+         FROM pg_index x \
+         JOIN pg_class t ON t.oid = x.indrelid \
+         JOIN pg_class i ON i.oid = x.indexrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0] \
+         WHERE n.nspname = 'public' AND (x.indisprimary OR x.indisunique) \
+           AND t.relname <> '_sqlx_migrations'",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
+    let reference_tables = [
+        "environments",
+        "write_keys",
+        "admin_tokens",
+        "instance_settings",
+        "audit_entries",
+        "leases",
+    ];
+
+    let user_data: Vec<_> = keys
+        .iter()
+        .filter(|(table, _, _)| !reference_tables.contains(&table.as_str()))
+        .collect();
+    assert!(
+        user_data.len() >= 8,
+        "the catalog names too few keys: {keys:?}"
+    );
+    for (table, index, first) in user_data {
+        assert_eq!(
+            first, "environment_id",
+            "{table}: {index} does not start with environment_id"
+        );
+    }
+}
