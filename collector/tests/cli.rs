@@ -152,23 +152,11 @@ async fn audit_verify_exits_4_when_the_chain_was_tampered_with() {
     let url = collector.database_url.clone();
     collector.kill();
 
-    remove_first_entry(&url).await;
+    common::execute(&url, "DELETE FROM audit_entries WHERE seq = 1").await;
     let verified = ebb(&url, temp.path(), &["audit-verify"]);
 
     assert_eq!(verified.status.code(), Some(4));
     assert_eq!(stdout_json(&verified)["firstBroken"], 2);
-}
-
-async fn remove_first_entry(database_url: &str) {
-    use sqlx::Connection as _;
-    let statement = "DELETE FROM audit_entries WHERE seq = 1";
-    if database_url.starts_with("postgres") {
-        let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
-        sqlx::query(statement).execute(&mut db).await.unwrap();
-    } else {
-        let mut db = sqlx::SqliteConnection::connect(database_url).await.unwrap();
-        sqlx::query(statement).execute(&mut db).await.unwrap();
-    }
 }
 
 #[tokio::test]

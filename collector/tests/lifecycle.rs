@@ -228,7 +228,7 @@ async fn the_audit_log_records_actions_without_personal_data_and_detects_tamperi
 
     let (_, entries) = collector.admin("GET", "/admin/v1/audit", None).await;
     let (_, intact) = collector.admin("GET", "/admin/v1/audit/verify", None).await;
-    tamper(
+    common::execute(
         &collector.database_url,
         "UPDATE audit_entries SET counts = '{\"users\": 0}' WHERE seq = 1",
     )
@@ -256,17 +256,6 @@ async fn the_audit_log_records_actions_without_personal_data_and_detects_tamperi
     );
     assert_eq!(tampered["valid"], false);
     assert_eq!(tampered["firstBroken"], 1);
-}
-
-async fn tamper(database_url: &str, statement: &str) {
-    use sqlx::Connection as _;
-    if database_url.starts_with("postgres") {
-        let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
-        sqlx::query(statement).execute(&mut db).await.unwrap();
-    } else {
-        let mut db = sqlx::SqliteConnection::connect(database_url).await.unwrap();
-        sqlx::query(statement).execute(&mut db).await.unwrap();
-    }
 }
 
 #[tokio::test]

@@ -366,6 +366,17 @@ pub async fn assert_forgotten(database_url: &str, needles: &[&str]) {
     );
 }
 
+/// Runs one statement on the test database directly, as an intruder or a bug would.
+pub async fn execute(database_url: &str, statement: &str) {
+    if database_url.starts_with("postgres") {
+        let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query(statement).execute(&mut db).await.unwrap();
+    } else {
+        let mut db = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query(statement).execute(&mut db).await.unwrap();
+    }
+}
+
 /// Fails unless every one of `needles` is stored somewhere: run before a deletion, it
 /// proves that [`assert_forgotten`] afterwards has something to miss.
 pub async fn assert_stored(database_url: &str, needles: &[&str]) {
