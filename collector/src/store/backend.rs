@@ -96,6 +96,18 @@ fn admin_token_from_row(row: &DbRow) -> Result<AdminToken> {
     })
 }
 
+/// Takes `lock` (one of the backend's environment locks) for `env` until the transaction
+/// ends; nothing on a backend that needs none.
+async fn lock_environment(conn: &mut Conn, lock: Option<&str>, env: &EnvironmentId) -> Result<()> {
+    if let Some(sql) = lock {
+        sqlx::query(sql)
+            .bind(env.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 fn unique_violation(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
@@ -380,6 +392,15 @@ impl Backend {
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
         let mut session = WriteSession::new(&self.suppression_key);
         let mut reports = Vec::with_capacity(batches.len());
+
+        // In one order, so that two groups never wait for each other's locks.
+        let mut environments: Vec<&EnvironmentId> =
+            batches.iter().map(|batch| &batch.environment).collect();
+        environments.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        environments.dedup();
+        for env in environments {
+            lock_environment(&mut tx, INGEST_LOCK, env).await?;
+        }
 
         for batch in batches {
             let mut report = WriteReport::default();

@@ -42,6 +42,7 @@ impl Backend {
         suppression_days: u32,
     ) -> Result<Option<Receipt>> {
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        lock_environment(&mut tx, ERASE_LOCK, env).await?;
 
         let user_key: Option<String> = sqlx::query_scalar(
             "SELECT user_key FROM identities WHERE environment_id = $1 AND value = $2 \
@@ -74,6 +75,7 @@ impl Backend {
 
     pub async fn purge_environment(&self, env: &EnvironmentId, actor: &Actor) -> Result<Receipt> {
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        lock_environment(&mut tx, ERASE_LOCK, env).await?;
 
         let counts = delete_all_user_rows(&mut tx, env).await?;
         let entry = append_audit(
@@ -92,6 +94,7 @@ impl Backend {
 
     pub async fn delete_environment(&self, env: &EnvironmentId, actor: &Actor) -> Result<Receipt> {
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        lock_environment(&mut tx, ERASE_LOCK, env).await?;
 
         let mut counts = delete_all_user_rows(&mut tx, env).await?;
         for (table, name) in [
@@ -188,6 +191,7 @@ impl Backend {
     ) -> Result<(u64, Counts)> {
         let (cutoff, silent_cutoff) = rule.cutoffs(now);
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        lock_environment(&mut tx, ERASE_LOCK, env).await?;
 
         let due: Vec<String> = sqlx::query_scalar(concat!(
             "SELECT u.id FROM users u WHERE u.environment_id = $1 AND ",

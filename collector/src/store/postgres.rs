@@ -19,6 +19,18 @@ const AUDIT_LOCK: Option<&str> = Some("LOCK TABLE audit_entries IN SHARE ROW EXC
 /// Write transactions start plainly; PostgreSQL locks rows as they are written.
 const BEGIN_WRITE: &str = "BEGIN";
 
+/// Ingest and erasure of one environment exclude each other: every ingest transaction
+/// holds this lock shared for each environment it writes, and every transaction that
+/// erases users holds it exclusively, taken before it reads which users to erase. Without
+/// it, an ingest that resolved a user's key just before the user was deleted could commit
+/// rows naming that key after the deletion had looked for them. Erasures run in bounded
+/// chunks, so ingest of the environment waits at most one chunk. (`1701` names Ebb's
+/// class of advisory locks; `hashtext` of the environment id picks the lock: two
+/// environments that share one only take turns.)
+const INGEST_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock_shared(1701, hashtext($1))");
+/// See [`INGEST_LOCK`].
+const ERASE_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(1701, hashtext($1))");
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Postgres;
 

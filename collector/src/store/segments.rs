@@ -233,6 +233,7 @@ impl Backend {
             compiled.sql
         );
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        lock_environment(&mut tx, ERASE_LOCK, env).await?;
 
         let owned = sqlx::query(
             "UPDATE jobs SET lease_expires_at = $1 \

@@ -22,6 +22,12 @@ const AUDIT_LOCK: Option<&str> = None;
 /// (an operator command) holds the lock, instead of waiting out the busy timeout.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
+/// Every write transaction holds SQLite's one write lock, so ingest and erasure never
+/// overlap and need no lock of their own (see the PostgreSQL backend).
+const INGEST_LOCK: Option<&str> = None;
+/// See [`INGEST_LOCK`].
+const ERASE_LOCK: Option<&str> = None;
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Sqlite;
 
