@@ -60,7 +60,8 @@ have_binaryen="$("$wasm_opt" --version | sed -n 's/^wasm-opt version \([0-9]*\).
 
 # --- build -------------------------------------------------------------------------------
 
-cargo build -p ebb-sdk --target wasm32-unknown-unknown --profile wasm
+# Without the `std` feature: the module links no standard library (see sdk-wasm/Cargo.toml).
+cargo build -p ebb-sdk --target wasm32-unknown-unknown --profile wasm --no-default-features
 
 # A newer rustc may emit features the list above lacks; wasm-opt would then refuse or
 # miscompile the module, so say so plainly instead.

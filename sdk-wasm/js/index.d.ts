@@ -104,6 +104,21 @@ export function flush(): Promise<void>;
 /** Resolves once the SDK is loaded; rejects if loading failed. */
 export function ready(): Promise<void>;
 
+/** What the SDK holds now, as {@link status} returns it. */
+export interface Status {
+  /** The user id of the last `identify` that named one; `null` if none. */
+  userId: string | null;
+  /** The visitor's anonymous id; `null` until consent allows one. */
+  anonymousId: string | null;
+  /** Messages waiting to be sent, in memory and in storage. */
+  queued: number;
+  /** Calls held in memory until consent is decided. */
+  held: number;
+}
+
+/** What the SDK holds now; `null` before the SDK has loaded. */
+export function status(): Status | null;
+
 /** Calls `listener` after each change of consent; returns a function that removes it. */
 export function on(event: 'consent', listener: (state: ConsentState) => void): () => void;
 
@@ -147,6 +162,7 @@ declare const ebb: {
   reset: typeof reset;
   flush: typeof flush;
   ready: typeof ready;
+  status: typeof status;
   on: typeof on;
   off: typeof off;
   consent: typeof consent;

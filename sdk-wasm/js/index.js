@@ -23,8 +23,20 @@ let failure = null;
 const waiting = [];
 const listeners = new Set();
 
+// What a call that went through returns. One promise serves them all: creating one per
+// call was a large share of the cost of track(), and a settled promise can be awaited any
+// number of times.
+const done = Promise.resolve();
+
 function reject(text) {
   return Promise.reject(new Error(`ebb: ${text}`));
+}
+
+// The module's calls return `undefined` when they went through, else the Error they met
+// (or, for flush, a promise).
+function settle(outcome) {
+  if (outcome === undefined) return done;
+  return outcome instanceof Error ? Promise.reject(outcome) : outcome;
 }
 
 /**
@@ -39,7 +51,7 @@ export function load(writeKey, options) {
   opts.host ??= globalThis.location?.origin;
   loading = (async () => {
     await init(opts.wasmUrl ? { module_or_path: opts.wasmUrl } : undefined);
-    await wasm.load(writeKey, opts, (state) => {
+    const failed = wasm.load(writeKey, opts, (state) => {
       for (const listener of listeners) {
         try {
           listener(state);
@@ -51,6 +63,7 @@ export function load(writeKey, options) {
         }
       }
     });
+    if (failed) throw failed;
   })();
   loading.then(
     () => {
@@ -68,13 +81,13 @@ export function load(writeKey, options) {
   return loading;
 }
 
-// Runs `run` now when loaded, else once load() has finished. Anything it throws (it should
-// not) becomes a rejection too.
+// Runs `run` now when loaded, else once load() has finished, and settles its outcome.
+// Anything it throws (it should not) becomes a rejection too.
 function call(run) {
-  if (!inBrowser) return Promise.resolve();
+  if (!inBrowser) return done;
   const guarded = () => {
     try {
-      return run();
+      return settle(run());
     } catch (error) {
       return Promise.reject(error);
     }
@@ -130,7 +143,16 @@ export function flush() {
 
 /** Resolves once the SDK is loaded; rejects if loading failed. */
 export function ready() {
-  return call(() => Promise.resolve());
+  return call(() => undefined);
+}
+
+/**
+ * What the SDK holds now: `{userId, anonymousId, queued, held}` (ids `null` until known;
+ * `queued`: messages waiting to be sent; `held`: calls waiting for consent). `null` before
+ * load.
+ */
+export function status() {
+  return loaded ? wasm.status() : null;
 }
 
 /** Calls `listener(state)` after each change of consent. Returns a function that stops it. */
@@ -161,7 +183,16 @@ const replayable = {
     }
     return call(() => wasm.identify(userId, traits, options, meta));
   },
-  track: (meta, event, properties) => call(() => wasm.track(event, properties, meta)),
+  track(meta, event, properties) {
+    // The most frequent call goes straight through once loaded, without the closures of
+    // call(): they were a measurable part of its cost.
+    if (!loaded) return call(() => wasm.track(event, properties, meta));
+    try {
+      return settle(wasm.track(event, properties, meta));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  },
   page(meta, name, properties) {
     if (name !== null && typeof name === 'object') [name, properties] = [undefined, name];
     return call(() => wasm.page(name, properties, meta));
@@ -172,7 +203,8 @@ const replayable = {
 };
 
 const ebb = {
-  load, identify, track, page, group, alias, respond, reset, flush, ready, on, off, consent,
+  load, identify, track, page, group, alias, respond, reset, flush, ready, status, on, off,
+  consent,
 };
 
 /**

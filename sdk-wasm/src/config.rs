@@ -2,6 +2,7 @@
 //! bound, the retry schedule and the consent settings. Every default is a named constant
 //! here and in the README.
 
+use crate::prelude::*;
 use crate::{Error, Result};
 
 /// Whether tracking waits for consent or runs until the visitor objects.
@@ -117,7 +118,7 @@ impl Config {
     /// [`Error::InvalidArgument`] when `bytes` is under 1 KiB or over the collector's
     /// batch limit.
     pub fn with_flush_bytes(mut self, bytes: usize) -> Result<Self> {
-        if !(1024..=ebb_protocol::MAX_BATCH_BYTES).contains(&bytes) {
+        if !(1024..=crate::wire::MAX_BATCH_BYTES).contains(&bytes) {
             return Err(Error::InvalidArgument {
                 what: "flushBytes",
                 why: "must be between 1024 and 512000",
@@ -143,7 +144,7 @@ impl Config {
     ///
     /// [`Error::InvalidArgument`] when `bytes` is smaller than one largest message.
     pub fn with_max_queue_bytes(mut self, bytes: usize) -> Result<Self> {
-        if bytes < ebb_protocol::MAX_MESSAGE_BYTES {
+        if bytes < crate::wire::MAX_MESSAGE_BYTES {
             return Err(Error::InvalidArgument {
                 what: "maxQueueBytes",
                 why: "must be at least 32768, the size of one largest message",

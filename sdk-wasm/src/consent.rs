@@ -8,6 +8,7 @@
 
 use crate::config::Mode;
 use crate::json::Object;
+use crate::prelude::*;
 
 /// What the consent state allows the SDK to do with a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +249,7 @@ mod tests {
             let mode = if opt_out { Mode::OptOut } else { Mode::OptIn };
             let mut state = consent(mode, false);
             for (name, granted) in &choices {
-                state.choose(std::slice::from_ref(name), *granted);
+                state.choose(core::slice::from_ref(name), *granted);
             }
 
             let mut restored = consent(mode, false);

@@ -6,6 +6,7 @@
 //! values, which keeps every message the core builds reproducible.
 
 use crate::json::Object;
+use crate::prelude::*;
 use crate::Result;
 
 /// The host the SDK runs in.
@@ -25,6 +26,13 @@ pub trait Environment {
 
     /// The page the visitor is on, when the SDK runs in a window.
     fn page(&self) -> Option<Page>;
+
+    /// Whether the visitor is still on `seen`, an earlier answer of [`page`](Self::page).
+    /// Asked for every message; a host where reading the whole page is costly answers it
+    /// more cheaply.
+    fn still_on(&self, seen: Option<&Page>) -> bool {
+        self.page().as_ref() == seen
+    }
 
     /// Whether the browser sends Global Privacy Control (`navigator.globalPrivacyControl`).
     fn global_privacy_control(&self) -> bool {
@@ -93,22 +101,27 @@ pub fn iso8601(ms: f64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
 
-    let mut out = String::with_capacity(24);
-    let mut push = |value: u64, width: usize, after: char| {
-        const POWERS: [u64; 4] = [1000, 100, 10, 1];
-        for power in &POWERS[4 - width..] {
-            out.push(char::from(b'0' + (value / power % 10) as u8));
+    // Written into a fixed buffer, digit by digit from the right: one string per message
+    // is written here, and pushing characters one at a time cost more than the arithmetic.
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    for (end, width, value) in [
+        (4, 4, year),
+        (7, 2, month),
+        (10, 2, day),
+        (13, 2, rest / 3_600_000),
+        (16, 2, rest / 60_000 % 60),
+        (19, 2, rest / 1000 % 60),
+        (23, 3, rest % 1000),
+    ] {
+        let mut value = value;
+        for at in (end - width..end).rev() {
+            if let Some(digit) = out.get_mut(at) {
+                *digit = b'0' + (value % 10) as u8;
+            }
+            value /= 10;
         }
-        out.push(after);
-    };
-    push(year, 4, '-');
-    push(month, 2, '-');
-    push(day, 2, 'T');
-    push(rest / 3_600_000, 2, ':');
-    push(rest / 60_000 % 60, 2, ':');
-    push(rest / 1000 % 60, 2, '.');
-    push(rest % 1000, 3, 'Z');
-    out
+    }
+    core::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

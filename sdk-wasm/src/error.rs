@@ -5,7 +5,8 @@
 //! `ebb: `. The text is assembled by hand rather than with `format!`, which would bring the
 //! formatting machinery into the wasm module.
 
-use std::fmt;
+use crate::prelude::*;
+use core::fmt;
 
 use crate::json::push_number;
 
@@ -100,10 +101,10 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}
 
 /// The SDK's result type.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {

@@ -4,6 +4,8 @@
 //! unparsed. Parsing them only to write them out again would double the work and pull a JSON
 //! parser into the wasm module.
 
+use crate::prelude::*;
+
 /// A JSON object, as text, to be sent as `traits`, `properties` or `answers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fields(String);

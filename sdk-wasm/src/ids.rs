@@ -4,6 +4,8 @@
 //! (`crypto.getRandomValues` in a browser); this module only lays the bytes out as a UUID, so
 //! the layout is tested natively.
 
+use crate::prelude::*;
+
 /// Formats sixteen random bytes as a version-4, variant-1 UUID in lowercase hex.
 ///
 /// Six of the 128 bits are fixed by the format (version and variant); the other 122 come
@@ -14,15 +16,21 @@ pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
 
-    let mut text = String::with_capacity(36);
+    // Written into a fixed buffer: every message mints an id, and pushing characters one
+    // at a time cost more than the rest of the layout.
+    let mut text = [b'-'; 36];
+    let mut at = 0;
     for (index, byte) in bytes.iter().enumerate() {
         if matches!(index, 4 | 6 | 8 | 10) {
-            text.push('-');
+            at += 1;
         }
-        text.push(char::from(HEX[usize::from(byte >> 4)]));
-        text.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        if let Some(pair) = text.get_mut(at..at + 2) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
+        }
+        at += 2;
     }
-    text
+    core::str::from_utf8(&text).unwrap_or_default().to_owned()
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -7,6 +7,8 @@
 //! members, never turned into values. Values from the page are written by the engine's
 //! `JSON.stringify` and spliced in as text.
 
+use crate::prelude::*;
+
 /// Appends `text` as a JSON string literal, quotes and escapes included.
 ///
 /// Runs of bytes that need no escape are copied whole: every message writes a dozen
@@ -19,17 +21,20 @@ pub(crate) fn push_string(out: &mut String, text: &str) {
     out.push('"');
     let mut clean = 0;
     for (at, byte) in text.bytes().enumerate() {
+        if byte >= 0x20 && byte != b'"' && byte != b'\\' {
+            continue;
+        }
         let escape = match byte {
             b'"' => "\\\"",
             b'\\' => "\\\\",
             b'\n' => "\\n",
             b'\r' => "\\r",
             b'\t' => "\\t",
-            0..0x20 => "",
-            _ => continue,
+            _ => "",
         };
-        // Escaped bytes are ASCII, so `clean..at` lies on character boundaries.
-        out.push_str(&text[clean..at]);
+        // Escaped bytes are ASCII, so `clean..at` lies on character boundaries; `get`
+        // rather than indexing keeps the panic message's formatting out of the module.
+        out.push_str(text.get(clean..at).unwrap_or_default());
         clean = at + 1;
         if escape.is_empty() {
             out.push_str("\\u00");
@@ -39,7 +44,7 @@ pub(crate) fn push_string(out: &mut String, text: &str) {
             out.push_str(escape);
         }
     }
-    out.push_str(&text[clean..]);
+    out.push_str(text.get(clean..).unwrap_or_default());
     out.push('"');
 }
 
@@ -68,17 +73,25 @@ pub(crate) struct Object {
 
 impl Object {
     pub(crate) fn new() -> Self {
-        Self {
-            out: String::from("{"),
-        }
+        Self::with_capacity(64)
     }
 
+    /// An object expected to take about `bytes`, so that it grows once at most.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        let mut out = String::with_capacity(bytes);
+        out.push('{');
+        Self { out }
+    }
+
+    /// Member names are the SDK's own words, which need no escaping.
     fn key(&mut self, name: &str) {
+        debug_assert!(!name.contains(['"', '\\']));
         if self.out.len() > 1 {
             self.out.push(',');
         }
-        push_string(&mut self.out, name);
-        self.out.push(':');
+        self.out.push('"');
+        self.out.push_str(name);
+        self.out.push_str("\":");
     }
 
     /// A string member.
@@ -110,7 +123,7 @@ impl Object {
 
     /// The finished text.
     pub(crate) fn finish(&mut self) -> String {
-        let mut out = std::mem::take(&mut self.out);
+        let mut out = core::mem::take(&mut self.out);
         out.push('}');
         out
     }

@@ -11,9 +11,10 @@
 //!
 //! The browser bindings (module `web`, compiled for `wasm32` only) supply those, convert
 //! JavaScript values, decide when to flush, send each batch with `fetch` (with `keepalive`
-//! when the page goes away), and turn every outcome into a promise, so that nothing throws
-//! into the host page. The JavaScript entry in `sdk-wasm/js/` loads the module and is what
-//! pages import; `snippet.js` there is the inline loader.
+//! when the page goes away), and report every outcome as a value (or, for `flush`, a
+//! promise) that the JavaScript entry turns into a settled promise, so that nothing
+//! throws into the host page. The JavaScript entry in `sdk-wasm/js/` loads the module and
+//! is what pages import; `snippet.js` there is the inline loader.
 //!
 //! ```
 //! use ebb_sdk::{Call, Config, Environment, MemoryStore, Page, Payload, Recorded, Sdk};
@@ -51,9 +52,14 @@
 //! # Ok::<(), ebb_sdk::Error>(())
 //! ```
 
-#![forbid(unsafe_code)]
+// The shipped wasm module is built without the standard library (feature `std` off): its
+// panic machinery formats a message that nobody reads. Panics then trap (see
+// `web::panic`). Tests, native builds and docs keep `std`.
+#![cfg_attr(all(target_arch = "wasm32", not(feature = "std")), no_std)]
 // In tests an unwrap is the assertion that the value is there.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+
+extern crate alloc;
 
 mod config;
 mod consent;
@@ -68,6 +74,15 @@ mod sdk;
 mod store;
 #[cfg(target_arch = "wasm32")]
 mod web;
+mod wire;
+
+/// What the standard prelude would bring, for the builds without it.
+mod prelude {
+    pub(crate) use alloc::borrow::ToOwned;
+    pub(crate) use alloc::string::String;
+    pub(crate) use alloc::vec;
+    pub(crate) use alloc::vec::Vec;
+}
 
 pub use config::{Config, Mode};
 pub use consent::{Consent, Status};

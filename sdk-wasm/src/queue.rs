@@ -10,7 +10,8 @@
 //! messages are dropped, and how many is sent as `context.dropped` on the first message of
 //! the next batch.
 
-use std::collections::VecDeque;
+use crate::prelude::*;
+use alloc::collections::VecDeque;
 
 use crate::json::{self, Object};
 
@@ -193,7 +194,7 @@ impl Queue {
                 (0, dropped) if dropped > 0 && entry.text.ends_with("}}") => {
                     // `context` is every message's last member, so its closing brace is
                     // the second to last character.
-                    let open = &entry.text[..entry.text.len() - 2];
+                    let open = entry.text.get(..entry.text.len() - 2).unwrap_or_default();
                     body.push_str(open);
                     if !open.ends_with('{') {
                         body.push(',');

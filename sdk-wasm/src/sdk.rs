@@ -13,16 +13,16 @@
 //! message; the queue of a tab that closed (or went quiet for [`Sdk::ORPHAN_AFTER_MS`]) is
 //! adopted by the next tab that looks.
 
-use std::collections::VecDeque;
-
-use ebb_protocol::{MessageType, MAX_ID_CHARS, MAX_MESSAGE_BYTES};
+use alloc::collections::VecDeque;
 
 use crate::config::Mode;
 use crate::consent::{Consent, Status};
 use crate::delivery::{Backoff, Outcome};
 use crate::json::{self, Object};
+use crate::prelude::*;
 use crate::queue::{Batch, Queue, Settled};
 use crate::store::Store;
+use crate::wire::{self, MAX_ID_CHARS, MAX_MESSAGE_BYTES};
 use crate::{ids, Config, Environment, Error, Fields, Page, Result};
 
 /// The name the SDK gives itself in `context.library`.
@@ -138,6 +138,14 @@ pub struct ConsentState {
     pub objection: bool,
 }
 
+/// A `context` written for the current page, with what it was written from.
+#[derive(Debug)]
+struct Context {
+    page: Option<Page>,
+    user_hash: Option<String>,
+    json: String,
+}
+
 /// The state of one loaded SDK.
 #[derive(Debug)]
 pub struct Sdk<E, S> {
@@ -148,8 +156,9 @@ pub struct Sdk<E, S> {
     /// `context.consent` as JSON, rewritten on each change of consent: every message
     /// carries it, and writing it per message was a fifth of the cost of `track`.
     consent_json: String,
-    /// The last page seen and its `context.page` JSON, for the same reason.
-    page_json: Option<(Page, String)>,
+    /// The `context` of messages on the current page, written again only when the page,
+    /// the consent or the user hash changed, for the same reason.
+    context: Option<Context>,
     gpc: bool,
     anonymous_id: Option<String>,
     user_id: Option<String>,
@@ -198,7 +207,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             env,
             store,
             consent_json: consent.to_json(),
-            page_json: None,
+            context: None,
             consent,
             gpc,
             anonymous_id: None,
@@ -297,7 +306,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     /// [`Error::NoRandomSource`] when no id can be minted.
     pub fn grant(&mut self, categories: &[String]) -> Result<bool> {
         let changed = self.consent.choose(categories, true);
-        self.consent_json = self.consent.to_json();
+        self.consent_changed();
         if self.consent.status() == Status::Allowed {
             if !self.persisting {
                 self.activate()?;
@@ -326,7 +335,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     /// [`Error::NoRandomSource`] when no message id can be minted.
     pub fn deny(&mut self, categories: &[String]) -> Result<bool> {
         let changed = self.consent.choose(categories, false);
-        self.consent_json = self.consent.to_json();
+        self.consent_changed();
         if self.consent.status() == Status::Refused {
             self.pending.clear();
         }
@@ -348,7 +357,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     pub fn withdraw(&mut self) -> Result<()> {
         let had_identity = self.anonymous_id.is_some() || self.user_id.is_some();
         self.consent.deny_all();
-        self.consent_json = self.consent.to_json();
+        self.consent_changed();
         self.pending.clear();
         self.queue.clear();
         if had_identity {
@@ -595,7 +604,9 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             Some(tab) if !tab.is_empty() && (reloaded || !live_elsewhere(&self.store, &tab)) => tab,
             _ => {
                 let bytes = self.env.random_bytes()?;
-                ids::uuid_v4(bytes)[..8].to_owned()
+                let mut tab = ids::uuid_v4(bytes);
+                tab.truncate(8);
+                tab
             }
         };
         if !self.store.session_set(TAB_KEY, &tab) {
@@ -678,17 +689,22 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     ) -> Result<String> {
         let message_id = self.mint()?;
         let (kind, user_id) = match &call.payload {
-            Payload::Identify { .. } => (MessageType::Identify, user_id),
-            Payload::Track { .. } => (MessageType::Track, user_id),
-            Payload::Page { .. } => (MessageType::Page, user_id),
-            Payload::Group { .. } => (MessageType::Group, user_id),
-            Payload::Alias { user_id: new, .. } => (MessageType::Alias, Some(new.as_str())),
-            Payload::Response { .. } => (MessageType::Response, user_id),
+            Payload::Identify { .. } => (wire::IDENTIFY, user_id),
+            Payload::Track { .. } => (wire::TRACK, user_id),
+            Payload::Page { .. } => (wire::PAGE, user_id),
+            Payload::Group { .. } => (wire::GROUP, user_id),
+            Payload::Alias { user_id: new, .. } => (wire::ALIAS, Some(new.as_str())),
+            Payload::Response { .. } => (wire::RESPONSE, user_id),
         };
 
-        let mut message = Object::new();
+        let context = self
+            .context
+            .as_ref()
+            .map_or(512, |context| context.json.len());
+        let capacity = 192 + context + payload_len(&call.payload) + traits.map_or(0, str::len);
+        let mut message = Object::with_capacity(capacity);
         message
-            .string("type", kind.as_str())
+            .string("type", kind)
             .string("messageId", &message_id)
             .optional("anonymousId", self.anonymous_id.as_deref())
             .optional("userId", user_id)
@@ -727,7 +743,21 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             }
         }
 
-        let mut context = Object::new();
+        match &call.page {
+            Some(page) => {
+                let context = self.context_json(Some(page), user_hash);
+                message.raw("context", &context);
+            }
+            None => {
+                message.raw("context", self.current_context(user_hash));
+            }
+        }
+        Ok(message.finish())
+    }
+
+    /// `context` for a message: library, page, consent, privacy signal, user hash.
+    fn context_json(&self, page: Option<&Page>, user_hash: Option<&str>) -> String {
+        let mut context = Object::with_capacity(256 + self.consent_json.len());
         context.raw(
             "library",
             &Object::new()
@@ -735,37 +765,40 @@ impl<E: Environment, S: Store> Sdk<E, S> {
                 .string("version", LIBRARY_VERSION)
                 .finish(),
         );
-        match &call.page {
-            Some(page) => {
-                context.raw("page", &page.to_json());
-            }
-            None => {
-                if let Some(json) = self.current_page_json() {
-                    context.raw("page", json);
-                }
-            }
+        if let Some(page) = page {
+            context.raw("page", &page.to_json());
         }
         context.raw("consent", &self.consent_json);
         if self.gpc {
             context.boolean("gpc", true);
         }
         context.optional("userHash", user_hash);
-        message.raw("context", &context.finish());
-        Ok(message.finish())
+        context.finish()
     }
 
-    /// `context.page` of the current page, written again only when the page changed.
-    fn current_page_json(&mut self) -> Option<&str> {
-        let page = self.env.page()?;
-        if self
-            .page_json
-            .as_ref()
-            .is_none_or(|(seen, _)| *seen != page)
-        {
-            let json = page.to_json();
-            self.page_json = Some((page, json));
+    /// `context` on the current page, written again only when something in it changed.
+    fn current_context(&mut self, user_hash: Option<&str>) -> &str {
+        let fresh = self.context.as_ref().is_some_and(|context| {
+            context.user_hash.as_deref() == user_hash && self.env.still_on(context.page.as_ref())
+        });
+        if !fresh {
+            let page = self.env.page();
+            let json = self.context_json(page.as_ref(), user_hash);
+            self.context = Some(Context {
+                page,
+                user_hash: user_hash.map(ToOwned::to_owned),
+                json,
+            });
         }
-        self.page_json.as_ref().map(|(_, json)| json.as_str())
+        self.context
+            .as_ref()
+            .map_or("{}", |context| context.json.as_str())
+    }
+
+    /// Rewrites `context.consent` after a change of consent.
+    fn consent_changed(&mut self) {
+        self.consent_json = self.consent.to_json();
+        self.context = None;
     }
 
     /// Queues the consent-change record: a `track` of [`CONSENT_EVENT`] whose context
@@ -825,6 +858,17 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     fn random_u32(&mut self) -> u32 {
         let bytes = self.env.random_bytes().unwrap_or([0x55; 16]);
         u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+    }
+}
+
+/// The bytes of a call's own fields, for sizing its message up front.
+fn payload_len(payload: &Payload) -> usize {
+    match payload {
+        Payload::Identify { traits, .. } | Payload::Group { traits, .. } => traits.as_str().len(),
+        Payload::Track { event, properties } => event.len() + properties.as_str().len(),
+        Payload::Page { properties, .. } => properties.as_str().len(),
+        Payload::Alias { user_id, .. } => user_id.len(),
+        Payload::Response { answers, .. } => answers.as_str().len(),
     }
 }
 

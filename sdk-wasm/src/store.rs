@@ -5,7 +5,8 @@
 //! A failed write is not an error for the SDK: its state lives in memory and storage only
 //! mirrors it, so the SDK goes on working for the life of the page.
 
-use std::collections::BTreeMap;
+use crate::prelude::*;
+use alloc::collections::BTreeMap;
 
 /// A store of text values, shared by the tabs of one site (`local`) or kept per tab
 /// (`session`).

@@ -2,6 +2,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use ebb_protocol::decode::decode_batch;
+use ebb_protocol::MessageType;
 use serde_json::{json, Value};
 
 use super::*;

@@ -1,10 +1,11 @@
 //! The browser as the core's [`Environment`]: `crypto`, `Date`, `location`, `document` and
 //! `navigator`.
 
-use std::cell::RefCell;
+use crate::prelude::*;
+use core::cell::RefCell;
 
 use js_sys::{Date, Reflect};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::prelude::*;
 use web_sys::Crypto;
 
 use crate::{Environment, Error, Page, Result};
@@ -13,14 +14,28 @@ use crate::{Environment, Error, Page, Result};
 /// and one call per message costs more than the rest of `track` together.
 const POOL: usize = 512;
 
+#[wasm_bindgen]
+extern "C" {
+    /// `location`, seen through the one property read per message.
+    type Place;
+
+    /// `location.href` as the engine's own string: comparing it with the last one read
+    /// costs no copy into the module.
+    #[wasm_bindgen(method, getter, structural)]
+    fn href(this: &Place) -> JsValue;
+}
+
 /// The page's global objects, as the SDK's source of ids, time, context and signals.
 #[derive(Debug)]
 pub(super) struct Browser {
     crypto: Crypto,
     pool: Vec<u8>,
-    /// The page read last; read again only when `location.href` changed, since five
-    /// reads of `location` and `document` per message cost more than the rest of it.
-    page: RefCell<Option<Page>>,
+    /// `location`, when there is one.
+    location: Option<JsValue>,
+    /// `location.href` when the page was read last: the page is read again only when it
+    /// changed, since five reads of `location` and `document` per message cost more than
+    /// the rest of it.
+    href: RefCell<JsValue>,
 }
 
 impl Browser {
@@ -33,7 +48,8 @@ impl Browser {
         Ok(Self {
             crypto: crypto.unchecked_into(),
             pool: Vec::new(),
-            page: RefCell::new(None),
+            location: global("location").filter(JsValue::is_object),
+            href: RefCell::new(JsValue::UNDEFINED),
         })
     }
 }
@@ -64,23 +80,26 @@ impl Environment for Browser {
     }
 
     fn page(&self) -> Option<Page> {
-        let window = web_sys::window()?;
-        let location = window.location();
-        let url = location.href().ok()?;
-        if let Some(seen) = self.page.borrow().as_ref().filter(|seen| seen.url == url) {
-            return Some(seen.clone());
-        }
-
-        let document = window.document()?;
+        let location = self.location.as_ref()?;
+        let document = web_sys::window()?.document()?;
+        let href = location.unchecked_ref::<Place>().href();
+        let location: &web_sys::Location = location.unchecked_ref();
         let page = Page {
             path: location.pathname().ok()?,
-            url,
+            url: href.as_string()?,
             search: location.search().ok()?,
             title: document.title(),
             referrer: document.referrer(),
         };
-        *self.page.borrow_mut() = Some(page.clone());
+        *self.href.borrow_mut() = href;
         Some(page)
+    }
+
+    fn still_on(&self, seen: Option<&Page>) -> bool {
+        let Some(location) = &self.location else {
+            return seen.is_none();
+        };
+        seen.is_some() && location.unchecked_ref::<Place>().href() == *self.href.borrow()
     }
 
     fn global_privacy_control(&self) -> bool {

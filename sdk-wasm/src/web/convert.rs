@@ -8,6 +8,7 @@
 //! JavaScript's own rules (`toJSON`, dates as ISO strings, `undefined` members dropped) and
 //! leaves a JSON parser out of the module.
 
+use crate::prelude::*;
 use js_sys::{Array, Number, Reflect, JSON};
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -70,9 +71,9 @@ pub(super) fn count(value: &JsValue, what: &'static str) -> Result<Option<u32>> 
     }
 
     match value.as_f64() {
-        Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= f64::from(u32::MAX) => {
-            // Exact: `n` is a whole number within u32's range.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        // Within u32's range, the cast is exact exactly when `n` is whole (`fract` is
+        // `std`'s).
+        Some(n) if n >= 1.0 && n <= f64::from(u32::MAX) && f64::from(n as u32) == n => {
             Ok(Some(n as u32))
         }
         _ => Err(Error::InvalidArgument {

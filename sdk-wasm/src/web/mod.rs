@@ -1,9 +1,11 @@
 //! The browser bindings: the functions the JavaScript entry calls, and when batches go out.
 //!
-//! Each export returns a promise (or a plain value) and never throws: arguments arrive as
-//! plain `JsValue`s and are checked in Rust, and every error becomes a rejection with an
-//! `Error` whose message starts with `ebb: `. A call resolves once its message is queued
-//! (or held for consent, or dropped because consent is refused; the debug log says which).
+//! No export throws: arguments arrive as plain `JsValue`s and are checked in Rust. A call
+//! returns `undefined` once its message is queued (or held for consent, or dropped because
+//! consent is refused; the debug log says which), or the `Error` it met, whose message
+//! starts with `ebb: `; the JavaScript entry turns that into a settled promise. Returning
+//! no promise of its own saves a promise per call that nobody may await. `flush` returns
+//! a promise, since it settles later.
 //!
 //! Sending: one request at a time per tab, so the collector sees a tab's messages in order.
 //! A flush starts when the waiting messages reach `flushAt` or `flushBytes`,
@@ -19,11 +21,11 @@ mod convert;
 mod storage;
 mod transport;
 
-use std::cell::RefCell;
+use crate::prelude::*;
+use core::cell::RefCell;
 
 use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
 use self::browser::{global, Browser};
 use self::storage::WebStore;
@@ -38,8 +40,38 @@ use crate::{Batch, Call, Config, Error, Outcome, Payload, Recorded, Result, Sdk,
 /// queued in it.
 const SAVE_DELAY_MS: i32 = 100;
 
-thread_local! {
-    static STATE: RefCell<Option<Loaded>> = const { RefCell::new(None) };
+/// The loaded SDK, the one state every export and callback works on.
+static STATE: Global = Global(RefCell::new(None));
+
+struct Global(RefCell<Option<Loaded>>);
+
+// The module is built for wasm32 without the `atomics` feature: it runs on one thread, so
+// this cell is never shared between threads. It is what `thread_local!` would do, but
+// that macro is `std`'s.
+#[cfg(target_feature = "atomics")]
+compile_error!("the SDK's global state assumes a single-threaded module");
+#[allow(unsafe_code)]
+// SAFETY: see above; one thread only.
+unsafe impl Sync for Global {}
+
+// Without `std`, the allocator and the panic handler are the module's own. lol_alloc's
+// free-list allocator coalesces neighbouring free blocks, so freed memory is reused rather
+// than leaked, in a fraction of the code of dlmalloc (what `std` uses on this target). Its
+// cost per allocation grows with the free list, which the queue's byte bound keeps short.
+#[cfg(not(test))]
+#[global_allocator]
+#[allow(unsafe_code)]
+// SAFETY: one thread only (see `Global`).
+static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
+
+/// A panic is a bug in the SDK: trap, without the formatting a message would pull in. The
+/// trap reaches the page as an exception from the glue, which the JavaScript entry turns
+/// into a rejected promise.
+#[cfg(not(feature = "std"))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
 }
 
 #[wasm_bindgen]
@@ -76,14 +108,14 @@ struct Loaded {
 /// (`host` already defaulted by the entry); `onConsent` is called with the new state after
 /// each change of consent.
 #[wasm_bindgen]
-pub fn load(write_key: JsValue, options: JsValue, on_consent: JsValue) -> Promise {
+pub fn load(write_key: JsValue, options: JsValue, on_consent: JsValue) -> JsValue {
     settle(start(&write_key, &options, on_consent))
 }
 
 /// `identify(userId?, traits?, options?)`; `meta` carries the time and page of a call made
 /// before the module loaded.
 #[wasm_bindgen]
-pub fn identify(user_id: JsValue, traits: JsValue, options: JsValue, meta: JsValue) -> Promise {
+pub fn identify(user_id: JsValue, traits: JsValue, options: JsValue, meta: JsValue) -> JsValue {
     let payload = || {
         Ok(Payload::Identify {
             user_id: convert::id(&user_id, "userId")?,
@@ -99,7 +131,7 @@ pub fn identify(user_id: JsValue, traits: JsValue, options: JsValue, meta: JsVal
 
 /// `track(event, properties?)`.
 #[wasm_bindgen]
-pub fn track(event: JsValue, properties: JsValue, meta: JsValue) -> Promise {
+pub fn track(event: JsValue, properties: JsValue, meta: JsValue) -> JsValue {
     let payload = || {
         Ok(Payload::Track {
             event: convert::optional_string(&event, "event")?.unwrap_or_default(),
@@ -111,7 +143,7 @@ pub fn track(event: JsValue, properties: JsValue, meta: JsValue) -> Promise {
 
 /// `page(name?, properties?)`.
 #[wasm_bindgen]
-pub fn page(name: JsValue, properties: JsValue, meta: JsValue) -> Promise {
+pub fn page(name: JsValue, properties: JsValue, meta: JsValue) -> JsValue {
     let payload = || {
         Ok(Payload::Page {
             name: convert::optional_string(&name, "name")?,
@@ -123,7 +155,7 @@ pub fn page(name: JsValue, properties: JsValue, meta: JsValue) -> Promise {
 
 /// `group(groupId, traits?)`.
 #[wasm_bindgen]
-pub fn group(group_id: JsValue, traits: JsValue, meta: JsValue) -> Promise {
+pub fn group(group_id: JsValue, traits: JsValue, meta: JsValue) -> JsValue {
     let payload = || {
         Ok(Payload::Group {
             group_id: convert::required_id(&group_id, "groupId")?,
@@ -135,7 +167,7 @@ pub fn group(group_id: JsValue, traits: JsValue, meta: JsValue) -> Promise {
 
 /// `alias(userId, previousId?)`.
 #[wasm_bindgen]
-pub fn alias(user_id: JsValue, previous_id: JsValue, meta: JsValue) -> Promise {
+pub fn alias(user_id: JsValue, previous_id: JsValue, meta: JsValue) -> JsValue {
     let payload = || {
         Ok(Payload::Alias {
             user_id: convert::required_id(&user_id, "userId")?,
@@ -147,7 +179,7 @@ pub fn alias(user_id: JsValue, previous_id: JsValue, meta: JsValue) -> Promise {
 
 /// `respond(surveyId, answers)`: a survey response.
 #[wasm_bindgen]
-pub fn respond(survey_id: JsValue, answers: JsValue, meta: JsValue) -> Promise {
+pub fn respond(survey_id: JsValue, answers: JsValue, meta: JsValue) -> JsValue {
     let payload = || {
         Ok(Payload::Response {
             survey_id: convert::required_id(&survey_id, "surveyId")?,
@@ -162,7 +194,7 @@ pub fn respond(survey_id: JsValue, answers: JsValue, meta: JsValue) -> Promise {
 
 /// Forgets the user and mints a new anonymous id.
 #[wasm_bindgen]
-pub fn reset() -> Promise {
+pub fn reset() -> JsValue {
     settle(with_state(|loaded| {
         loaded.sdk.reset()?;
         log(loaded, "reset: user forgotten, new anonymous id");
@@ -172,19 +204,19 @@ pub fn reset() -> Promise {
 
 /// Grants consent categories (all known ones when none are named).
 #[wasm_bindgen]
-pub fn grant(categories: JsValue) -> Promise {
+pub fn grant(categories: JsValue) -> JsValue {
     change_consent(&categories, Change::Grant)
 }
 
 /// Denies consent categories (all known ones when none are named).
 #[wasm_bindgen]
-pub fn deny(categories: JsValue) -> Promise {
+pub fn deny(categories: JsValue) -> JsValue {
     change_consent(&categories, Change::Deny)
 }
 
 /// Withdraws consent: erases what the SDK keeps in the browser and records the withdrawal.
 #[wasm_bindgen]
-pub fn withdraw() -> Promise {
+pub fn withdraw() -> JsValue {
     change_consent(&JsValue::UNDEFINED, Change::Withdraw)
 }
 
@@ -192,6 +224,22 @@ pub fn withdraw() -> Promise {
 #[wasm_bindgen(js_name = consentState)]
 pub fn consent_state() -> JsValue {
     with_state(|loaded| Ok(state_object(loaded))).unwrap_or(JsValue::NULL)
+}
+
+/// What the SDK holds now, as `{userId, anonymousId, queued, held}`; `null` before load.
+/// Both ids are `null` until known (the anonymous id until consent allows one).
+#[wasm_bindgen]
+pub fn status() -> JsValue {
+    with_state(|loaded| {
+        let object = Object::new();
+        let id = |value: Option<&str>| value.map_or(JsValue::NULL, JsValue::from_str);
+        set(&object, "userId", &id(loaded.sdk.user_id()));
+        set(&object, "anonymousId", &id(loaded.sdk.anonymous_id()));
+        set(&object, "queued", &(loaded.sdk.queued() as f64).into());
+        set(&object, "held", &(loaded.sdk.pending() as f64).into());
+        Ok(object.into())
+    })
+    .unwrap_or(JsValue::NULL)
 }
 
 /// Sends everything queued before the call; resolves once the collector has taken it,
@@ -203,28 +251,36 @@ pub fn flush() -> Promise {
         Err(error) => return Promise::reject(&to_js(&error)),
     };
 
-    future_to_promise(async move {
-        loop {
-            let next = with_state(|loaded| {
-                if !loaded.sdk.holds_before(mark) {
-                    return Ok(None);
-                }
-                Ok(loaded.flight.clone().or_else(|| start_flight(loaded)))
-            })
-            .map_err(|error| to_js(&error))?;
-            let Some(flight) = next else {
-                return Ok(JsValue::UNDEFINED);
-            };
-            let failure = JsFuture::from(flight).await?;
-            if !failure.is_undefined() {
-                return Err(failure);
-            }
+    Promise::new(&mut |resolve, reject| flush_from(mark, resolve, reject))
+}
+
+/// One step of `flush()`: waits for the flight under way (or starts the next one) until
+/// nothing queued before `mark` is left.
+fn flush_from(mark: u64, resolve: Function, reject: Function) {
+    let next = with_state(|loaded| {
+        if !loaded.sdk.holds_before(mark) {
+            return Ok(None);
         }
-    })
+        Ok(loaded.flight.clone().or_else(|| start_flight(loaded)))
+    });
+    match next {
+        Err(error) => drop(reject.call1(&JsValue::UNDEFINED, &to_js(&error))),
+        Ok(None) => drop(resolve.call0(&JsValue::UNDEFINED)),
+        Ok(Some(flight)) => {
+            let _ = transport::then(&flight, move |failure| {
+                if failure.is_undefined() {
+                    flush_from(mark, resolve, reject);
+                } else {
+                    let _ = reject.call1(&JsValue::UNDEFINED, &failure);
+                }
+                JsValue::UNDEFINED
+            });
+        }
+    }
 }
 
 fn start(write_key: &JsValue, options: &JsValue, on_consent: JsValue) -> Result<()> {
-    if STATE.with(|state| state.try_borrow().map_or(true, |loaded| loaded.is_some())) {
+    if STATE.0.try_borrow().map_or(true, |loaded| loaded.is_some()) {
         return Err(Error::AlreadyLoaded);
     }
 
@@ -242,7 +298,10 @@ fn start(write_key: &JsValue, options: &JsValue, on_consent: JsValue) -> Result<
         timer_due: 0.0,
         flight: None,
     };
-    STATE.with(|state| *state.borrow_mut() = Some(loaded));
+    match STATE.0.try_borrow_mut() {
+        Ok(mut state) => *state = Some(loaded),
+        Err(_) => return Err(Error::Busy),
+    }
 
     listen("pagehide", |_| page_hidden());
     listen("visibilitychange", |_| {
@@ -339,12 +398,16 @@ fn config(write_key: &JsValue, options: &JsValue) -> Result<Config> {
 }
 
 /// Records a call whose arguments converted to `payload`.
-fn record(payload: Result<Payload>, meta: &JsValue) -> Promise {
+fn record(payload: Result<Payload>, meta: &JsValue) -> JsValue {
     let outcome = payload.and_then(|payload| {
-        let call = Call {
-            payload,
-            timestamp: convert::field(meta, "timestamp").as_string(),
-            page: convert::page(&convert::field(meta, "page")),
+        let call = if meta.is_undefined() {
+            Call::now(payload)
+        } else {
+            Call {
+                payload,
+                timestamp: convert::field(meta, "timestamp").as_string(),
+                page: convert::page(&convert::field(meta, "page")),
+            }
         };
         with_state(|loaded| {
             let recorded = loaded.sdk.record(call)?;
@@ -375,7 +438,7 @@ enum Change {
     Withdraw,
 }
 
-fn change_consent(categories: &JsValue, change: Change) -> Promise {
+fn change_consent(categories: &JsValue, change: Change) -> JsValue {
     let outcome = convert::categories(categories).and_then(|named| {
         let (state, listener) = with_state(|loaded| {
             let names = named.clone().unwrap_or_else(|| {
@@ -453,10 +516,8 @@ fn set(object: &Object, name: &str, value: &JsValue) {
 /// [`Error::NotLoaded`] before `load`. A call made from inside another (a `toJSON` of some
 /// traits calling `track`) finds the state borrowed and gets [`Error::Busy`], not a panic.
 fn with_state<T>(f: impl FnOnce(&mut Loaded) -> Result<T>) -> Result<T> {
-    STATE.with(|state| {
-        let mut state = state.try_borrow_mut().map_err(|_| Error::Busy)?;
-        f(state.as_mut().ok_or(Error::NotLoaded)?)
-    })
+    let mut state = STATE.0.try_borrow_mut().map_err(|_| Error::Busy)?;
+    f(state.as_mut().ok_or(Error::NotLoaded)?)
 }
 
 /// After anything changed: schedule the storage write, and a flush if one is due.
@@ -507,32 +568,33 @@ fn drain() {
 /// `Error` it met (never rejects: a flight started by a timer has nobody waiting on it).
 fn start_flight(loaded: &mut Loaded) -> Option<Promise> {
     let batch = loaded.sdk.next_batch(usize::MAX)?;
-    // The future is polled from the microtask queue, never here, so it cannot finish (and
+    // The answer is handled from the microtask queue, never here, so it cannot finish (and
     // clear `flight`) before it is registered below.
-    let flight = future_to_promise(fly(batch, loaded.url.clone(), false));
+    let flight = fly(&batch, &loaded.url, false);
     loaded.flight = Some(flight.clone());
     Some(flight)
 }
 
-async fn fly(batch: Batch, url: String, keepalive: bool) -> Result<JsValue, JsValue> {
-    let (outcome, error) = transport::send(&url, batch.body(), keepalive).await;
+fn fly(batch: &Batch, url: &str, keepalive: bool) -> Promise {
+    let id = batch.id();
+    transport::send(url, batch.body(), keepalive, move |outcome, error| {
+        let _ = with_state(|loaded| {
+            let retry_in = loaded.sdk.settle(id, &outcome);
+            if !keepalive {
+                loaded.flight = None;
+            }
+            if let Some(error) = &error {
+                log_failure(loaded, error, &outcome);
+            }
+            if let Some(delay) = retry_in {
+                arm_timer(loaded, f64::from(delay));
+            }
+            after_change(loaded);
+            Ok(())
+        });
 
-    let _ = with_state(|loaded| {
-        let retry_in = loaded.sdk.settle(batch.id(), &outcome);
-        if !keepalive {
-            loaded.flight = None;
-        }
-        if let Some(error) = &error {
-            log_failure(loaded, error, &outcome);
-        }
-        if let Some(delay) = retry_in {
-            arm_timer(loaded, f64::from(delay));
-        }
-        after_change(loaded);
-        Ok(())
-    });
-
-    Ok(error.map_or(JsValue::UNDEFINED, |error| to_js(&error)))
+        error.map_or(JsValue::UNDEFINED, |error| to_js(&error))
+    })
 }
 
 /// The page is hidden or going away: send every waiting message with requests that may
@@ -543,10 +605,7 @@ fn unload_flush() {
         while let Some(batch) = loaded.sdk.next_batch(usize::MAX) {
             if batch.body().len() <= budget {
                 budget -= batch.body().len();
-                let url = loaded.url.clone();
-                wasm_bindgen_futures::spawn_local(async move {
-                    let _ = fly(batch, url, true).await;
-                });
+                let _ = fly(&batch, &loaded.url, true);
                 continue;
             }
             let outcome = if transport::beacon(&loaded.url, batch.body()) {
@@ -691,10 +750,11 @@ fn debug_failure(error: &Error) {
     });
 }
 
-fn settle(result: Result<()>) -> Promise {
+/// `undefined`, or the error as a JavaScript `Error`.
+fn settle(result: Result<()>) -> JsValue {
     match result {
-        Ok(()) => Promise::resolve(&JsValue::UNDEFINED),
-        Err(error) => Promise::reject(&to_js(&error)),
+        Ok(()) => JsValue::UNDEFINED,
+        Err(error) => to_js(&error),
     }
 }
 

@@ -1,13 +1,13 @@
-//! `localStorage` and `sessionStorage` as the core's [`Store`], through gloo-storage.
+//! `localStorage` and `sessionStorage` as the core's [`Store`].
 //!
-//! gloo-storage's typed helpers throw into the page when storage misbehaves (they
-//! `expect_throw` on calls that a privacy setting, a sandboxed frame or a full disk make
-//! fail) and bring serde_json with them. So only `raw()` is used, and only after reading
-//! the global property once without throwing; every call on the storage object itself
-//! reports failure as a value. A storage that cannot be reached is simply absent: the core
-//! then keeps its state in memory.
+//! Each global is read once without throwing (a privacy setting or a sandboxed frame makes
+//! reading it throw), and every call on the storage object itself reports failure as a
+//! value (a full disk makes `setItem` throw). A storage that cannot be reached is simply
+//! absent: the core then keeps its state in memory. gloo-storage did the same through its
+//! `raw()` helpers, at the cost of a dependency whose typed helpers throw into the page.
 
-use gloo_storage::{LocalStorage, SessionStorage, Storage as _};
+use crate::prelude::*;
+use wasm_bindgen::JsCast;
 use web_sys::Storage;
 
 use super::browser::global;
@@ -23,11 +23,11 @@ pub(super) struct WebStore {
 impl WebStore {
     /// Opens both storages, leaving out one whose global cannot be read.
     pub(super) fn open() -> Self {
-        let reachable = |name: &str| global(name).is_some_and(|value| value.is_object());
+        let open = |name: &str| global(name).and_then(|value| value.dyn_into().ok());
 
         Self {
-            local: reachable("localStorage").then(LocalStorage::raw),
-            session: reachable("sessionStorage").then(SessionStorage::raw),
+            local: open("localStorage"),
+            session: open("sessionStorage"),
         }
     }
 
@@ -114,7 +114,8 @@ mod tests {
         store.remove("ebb.test.a");
         store.session_remove("ebb.test.tab");
         assert_eq!(store.get("ebb.test.a"), None);
-        assert_eq!(LocalStorage::raw().get_item("ebb.test.a").unwrap(), None);
+        let local: Storage = global("localStorage").unwrap().unchecked_into();
+        assert_eq!(local.get_item("ebb.test.a").unwrap(), None);
     }
 
     #[wasm_bindgen_test]

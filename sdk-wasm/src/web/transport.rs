@@ -5,10 +5,10 @@
 //! That type is CORS-safelisted, so a collector on another origin gets a simple request with
 //! no preflight; the collector reads JSON whatever the declared type.
 
-use js_sys::{Date, Function, Promise, Reflect};
+use crate::prelude::*;
+use js_sys::{Date, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
-use web_sys::{RequestInit, Response};
+use web_sys::Response;
 
 use super::browser::global;
 use crate::delivery::retry_after_seconds;
@@ -21,40 +21,68 @@ pub(super) const KEEPALIVE_BUDGET: usize = 64 * 1024;
 extern "C" {
     /// The global `fetch`, present in windows and workers alike (`window.fetch` is not).
     #[wasm_bindgen(js_name = fetch, catch)]
-    fn fetch_with_init(url: &str, init: &RequestInit) -> Result<Promise, JsValue>;
+    fn fetch_with_init(url: &str, init: &Object) -> Result<Promise, JsValue>;
+
+    /// A promise, seen through the one method used on it.
+    type Thenable;
+
+    /// `promise.then(handler, handler)`: one handler for either outcome, so that a single
+    /// `FnOnce` closure serves both and the chain resolves to what it returns.
+    #[wasm_bindgen(method, js_name = then)]
+    fn settled_by(this: &Thenable, on_value: &JsValue, on_error: &JsValue) -> Promise;
 }
 
-/// POSTs `body` to `url` and sorts the answer; the error says what went wrong, for the
-/// promise of `flush()` and the debug log.
-pub(super) async fn send(url: &str, body: &str, keepalive: bool) -> (Outcome, Option<Error>) {
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_body(&JsValue::from_str(body));
+/// Calls `done` with the outcome of `promise`: its value or its rejection reason.
+///
+/// Promise callbacks instead of Rust futures: an async runtime cost more of the module
+/// than everything that awaits in it. `done` always runs from the microtask queue, never
+/// before this returns, so a caller may hold the SDK's state while it starts a request.
+pub(super) fn then(promise: &Promise, done: impl FnOnce(JsValue) -> JsValue + 'static) -> Promise {
+    let done = Closure::once_into_js(done);
+    promise.unchecked_ref::<Thenable>().settled_by(&done, &done)
+}
+
+/// POSTs `body` to `url`, sorts the answer and hands it to `done`; the error says what went
+/// wrong, for the promise of `flush()` and the debug log. The promise returned resolves to
+/// what `done` returns, and never rejects.
+pub(super) fn send(
+    url: &str,
+    body: &str,
+    keepalive: bool,
+    done: impl FnOnce(Outcome, Option<Error>) -> JsValue + 'static,
+) -> Promise {
+    // A plain object: web-sys's `RequestInit` has no `keepalive` setter, and its own setters
+    // are more glue than three properties need.
+    let init = Object::new();
+    let _ = Reflect::set(&init, &"method".into(), &"POST".into());
+    let _ = Reflect::set(&init, &"body".into(), &body.into());
     if keepalive {
-        // web-sys has no setter for it; the property is read by `fetch` all the same.
-        let _ = Reflect::set(&init, &JsValue::from_str("keepalive"), &JsValue::TRUE);
+        let _ = Reflect::set(&init, &"keepalive".into(), &JsValue::TRUE);
     }
 
-    let answer = match fetch_with_init(url, &init) {
-        Ok(pending) => JsFuture::from(pending).await,
-        Err(error) => Err(error),
-    };
-    let response: Response = match answer {
-        Ok(response) => response.unchecked_into(),
-        Err(error) => {
-            let outcome = Outcome::Retry {
-                status: 0,
-                retry_after_ms: None,
-            };
-            return (outcome, Some(unreachable(&error)));
+    // A `fetch` that throws at once is met like one that rejects: through the promise, so
+    // `done` still runs later, never inside this call.
+    let pending = fetch_with_init(url, &init).unwrap_or_else(|error| Promise::reject(&error));
+    then(&pending, move |answer| {
+        match answer.dyn_into::<Response>() {
+            Ok(response) => classify(&response, done),
+            Err(error) => {
+                let outcome = Outcome::Retry {
+                    status: 0,
+                    retry_after_ms: None,
+                };
+                done(outcome, Some(unreachable(&error)))
+            }
         }
-    };
-
-    classify(&response).await
+    })
 }
 
-/// Sorts an answer: delivered, refused for good, or to be retried (and when).
-pub(super) async fn classify(response: &Response) -> (Outcome, Option<Error>) {
+/// Sorts an answer: delivered, refused for good, or to be retried (and when), and hands it
+/// to `done`; returns what `done` returns, or a promise of it when the body must be read.
+pub(super) fn classify(
+    response: &Response,
+    done: impl FnOnce(Outcome, Option<Error>) -> JsValue + 'static,
+) -> JsValue {
     let status = response.status();
     let retry_after = response
         .headers()
@@ -64,15 +92,28 @@ pub(super) async fn classify(response: &Response) -> (Outcome, Option<Error>) {
         .and_then(|value| retry_after_ms(&value));
     let outcome = Outcome::of_status(status, retry_after);
     if outcome == Outcome::Delivered {
-        return (outcome, None);
+        return done(outcome, None);
     }
 
-    let reason = match reason(response).await {
-        Some(reason) => reason,
-        None if response.status_text().is_empty() => "no reason given".to_owned(),
-        None => response.status_text(),
+    let status_text = response.status_text();
+    // The collector's explanation is the `message` of its error body (`ErrorBody` in
+    // `ebb-protocol`), read with the engine's `JSON.parse`: the module carries no JSON
+    // parser of its own.
+    let finish = move |body: JsValue| {
+        let reason = match Reflect::get(&body, &"message".into())
+            .ok()
+            .and_then(|message| message.as_string())
+        {
+            Some(reason) => reason,
+            None if status_text.is_empty() => "no reason given".to_owned(),
+            None => status_text,
+        };
+        done(outcome, Some(Error::Rejected { status, reason }))
     };
-    (outcome, Some(Error::Rejected { status, reason }))
+    match response.json() {
+        Ok(body) => then(&body, finish).into(),
+        Err(_) => finish(JsValue::UNDEFINED),
+    }
 }
 
 /// Queues `body` with `navigator.sendBeacon`; returns whether the browser took it.
@@ -80,18 +121,11 @@ pub(super) fn beacon(url: &str, body: &str) -> bool {
     let Some(navigator) = global("navigator").filter(JsValue::is_object) else {
         return false;
     };
-    let Ok(send) = Reflect::get(&navigator, &JsValue::from_str("sendBeacon")) else {
+    let Ok(send) = Reflect::get(&navigator, &"sendBeacon".into()) else {
         return false;
     };
     send.dyn_ref::<Function>()
-        .and_then(|send| {
-            send.call2(
-                &navigator,
-                &JsValue::from_str(url),
-                &JsValue::from_str(body),
-            )
-            .ok()
-        })
+        .and_then(|send| send.call2(&navigator, &url.into(), &body.into()).ok())
         .is_some_and(|taken| taken.is_truthy())
 }
 
@@ -102,18 +136,6 @@ fn retry_after_ms(value: &str) -> Option<u32> {
         (wait.is_finite())
             .then(|| wait.clamp(0.0, f64::from(crate::delivery::MAX_RETRY_AFTER_MS)) as u32)
     })
-}
-
-/// The collector's explanation, the `message` of its error body (`ErrorBody` in
-/// `ebb-protocol`), when it sent one.
-///
-/// Read with the engine's `JSON.parse`: the module carries no JSON parser of its own.
-async fn reason(response: &Response) -> Option<String> {
-    let body = JsFuture::from(response.json().ok()?).await.ok()?;
-
-    Reflect::get(&body, &JsValue::from_str("message"))
-        .ok()?
-        .as_string()
 }
 
 fn unreachable(error: &JsValue) -> Error {
@@ -127,11 +149,39 @@ fn unreachable(error: &JsValue) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
     use js_sys::Object;
+    use wasm_bindgen_futures::JsFuture;
     use wasm_bindgen_test::wasm_bindgen_test;
     use web_sys::{Response, ResponseInit};
 
     use super::*;
+
+    type Sorted = (Outcome, Option<Error>);
+
+    /// Waits for what `start` hands to its `done` callback.
+    async fn outcome(
+        start: impl FnOnce(Box<dyn FnOnce(Outcome, Option<Error>) -> JsValue>) -> JsValue,
+    ) -> Sorted {
+        let slot: Rc<RefCell<Option<Sorted>>> = Rc::default();
+        let sink = Rc::clone(&slot);
+        let done = start(Box::new(move |outcome, error| {
+            *sink.borrow_mut() = Some((outcome, error));
+            JsValue::UNDEFINED
+        }));
+        JsFuture::from(Promise::resolve(&done)).await.unwrap();
+        slot.take().unwrap()
+    }
+
+    async fn classified(response: Response) -> Sorted {
+        outcome(|done| classify(&response, done)).await
+    }
+
+    async fn sent(url: &str, body: &str, keepalive: bool) -> Sorted {
+        outcome(|done| send(url, body, keepalive, done).into()).await
+    }
 
     wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
@@ -148,7 +198,7 @@ mod tests {
 
     #[wasm_bindgen_test]
     async fn a_429_is_retried_after_the_delay_it_asks_for() {
-        let (outcome, error) = classify(&answer(429, "{}", Some("7"))).await;
+        let (outcome, error) = classified(answer(429, "{}", Some("7"))).await;
 
         assert_eq!(
             outcome,
@@ -165,7 +215,7 @@ mod tests {
         let in_a_minute = Date::new(&JsValue::from_f64(Date::now() + 60_000.0));
         let date = String::from(in_a_minute.to_utc_string());
 
-        let (outcome, _) = classify(&answer(503, "", Some(&date))).await;
+        let (outcome, _) = classified(answer(503, "", Some(&date))).await;
 
         let Outcome::Retry {
             retry_after_ms: Some(wait),
@@ -181,7 +231,7 @@ mod tests {
     async fn a_400_is_refused_with_the_collectors_message() {
         let body = r#"{"error":"invalid_json","message":"the body is not valid JSON"}"#;
 
-        let (outcome, error) = classify(&answer(400, body, None)).await;
+        let (outcome, error) = classified(answer(400, body, None)).await;
 
         assert_eq!(outcome, Outcome::Refused { status: 400 });
         assert_eq!(
@@ -194,7 +244,7 @@ mod tests {
     async fn fetch_reaches_a_server_and_reports_its_refusal() {
         // The test runner's own server answers a POST to an unknown path with 404 or 405:
         // a real request through the real `fetch`, refused for good.
-        let (outcome, error) = send("/ebb-no-such-endpoint", "{\"batch\":[]}", true).await;
+        let (outcome, error) = sent("/ebb-no-such-endpoint", "{\"batch\":[]}", true).await;
 
         assert!(
             matches!(outcome, Outcome::Refused { status: 404 | 405 }),
@@ -205,7 +255,7 @@ mod tests {
 
     #[wasm_bindgen_test]
     async fn no_answer_at_all_is_retried() {
-        let (outcome, error) = send("http://127.0.0.1:9/v1/batch", "{}", false).await;
+        let (outcome, error) = sent("http://127.0.0.1:9/v1/batch", "{}", false).await;
 
         assert_eq!(
             outcome,
@@ -220,7 +270,7 @@ mod tests {
     #[wasm_bindgen_test]
     async fn a_delivered_answer_needs_no_body() {
         assert_eq!(
-            classify(&answer(200, "", None)).await,
+            classified(answer(200, "", None)).await,
             (Outcome::Delivered, None)
         );
     }
