@@ -1,15 +1,18 @@
-// The walking skeleton end to end: the demo page served by a real collector loads the
-// wasm SDK in headless Chromium; what a visitor clicks arrives in SQLite and reads back
-// through the admin API and the admin page.
+// The demo shop served by a real collector, in headless Chromium: the consent banner
+// (accept, reject, choose categories), signing in with `identify` (verified when the
+// environment has identity verification on), the product buttons, the survey, and the
+// panel of what the SDK holds. Then the whole story: a visitor who first refuses and then
+// accepts is found by an operator in the console, exported and deleted, and is gone.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { launchBrowser, screenshot, startCollector, watchPageErrors } from './harness.mjs';
 
 let collector;
 let browser;
 
 before(async () => {
-  collector = await startCollector();
+  collector = await startCollector({ env: { EBB_DEMO_USER_HASH: 'true' } });
   browser = await launchBrowser();
 });
 
@@ -18,63 +21,230 @@ after(async () => {
   await collector?.stop();
 });
 
-test('identify and track clicked in the demo are stored and read back', async () => {
-  const page = await browser.newPage();
+/** A fresh visitor on the demo, with every request to the ingest API recorded. */
+async function visit() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const page = await context.newPage();
   const errors = watchPageErrors(page);
+  const sent = [];
+  page.on('request', (request) => {
+    if (new URL(request.url()).pathname.startsWith('/v1/')) sent.push(request.postData() ?? '');
+  });
   await page.goto(`${collector.base}/`);
-  await page.locator('#status', { hasText: 'SDK ready' }).waitFor();
-  await page.click('#consent-grant');
-  await page.locator('#consent-state', { hasText: 'consent: granted' }).waitFor();
+  await page.locator('body[data-sdk="ready"]').waitFor();
+  return { context, page, errors, sent };
+}
 
-  await page.fill('#user-id', 'e2e-ada');
-  await page.fill('#email', 'ada@example.com');
-  await page.fill('#name', 'Ada');
+async function consentIs(page, status) {
+  await page.locator('#consent-state', { hasText: status }).waitFor();
+}
+
+async function delivered(page, what) {
+  await page.locator('#status', { hasText: `delivered: ${what}` }).waitFor();
+}
+
+async function signInAs(page, userId, email, name) {
+  await page.fill('#user-id', userId);
+  await page.fill('#email', email);
+  await page.fill('#name', name);
   await page.click('#identify');
-  await page.locator('#status', { hasText: 'identify delivered' }).waitFor();
-  await page.fill('#event-name', 'Coffee Added');
-  await page.click('#track');
-  await page.locator('#status', { hasText: 'track delivered' }).waitFor();
-  await screenshot(page, 'demo-after-identify-and-track');
-  const { status, body: user } = await collector.admin('/admin/v1/users/e2e-ada');
+}
 
+async function answerSurvey(page) {
+  await page.check('#recommend input[value="9"]');
+  await page.selectOption('#next-roast', 'A decaf');
+  await page.click('#survey-submit');
+}
+
+async function user(id) {
+  return collector.admin(`/admin/v1/users/${encodeURIComponent(id)}`);
+}
+
+test('accepting, signing in, shopping and answering the survey are stored and shown', async () => {
+  const { context, page, errors, sent } = await visit();
+
+  const bannerShown = await page.locator('#consent-banner').isVisible();
+  const anonymousBefore = await page.textContent('#panel-anonymous-id');
+  const heldBefore = await page.getAttribute('#panel-queue', 'data-held');
+  const storedBefore = await page.evaluate(() => Object.keys(localStorage));
+  await screenshot(page, 'demo-banner');
+  await page.click('#consent-accept');
+  await consentIs(page, 'granted');
+  await delivered(page, 'page view');
+  await signInAs(page, 'demo-ada', 'ada@example.com', 'Ada');
+  await delivered(page, 'identify');
+  await page.click('#track-add');
+  await delivered(page, 'track Product Added');
+  await answerSurvey(page);
+  await delivered(page, 'survey response');
+  const anonymousAfter = await page.textContent('#panel-anonymous-id');
+  const queuedAfter = await page.getAttribute('#panel-queue', 'data-queued');
+  const account = await page.textContent('#account-name');
+  await screenshot(page, 'demo-after-shopping');
+  const { status, body: stored } = await user('demo-ada');
+
+  assert.equal(bannerShown, true);
+  assert.match(anonymousBefore, /^none/, 'no anonymous id before consent');
+  assert.equal(heldBefore, '1', 'the page view waits for consent');
+  assert.deepEqual(storedBefore, [], 'nothing stored before consent');
   assert.equal(status, 200);
-  assert.deepEqual(user.traits, { email: 'ada@example.com', name: 'Ada' });
-  assert.equal(user.anonymousIds.length, 1, 'the SDK sends its anonymous id');
-  const tracked = user.events.filter((event) => event.type === 'track');
-  assert.deepEqual(tracked.map((event) => event.event), [
-    'Segment Consent Preference Updated',
-    'Coffee Added',
-  ]);
-  tracked.shift();
-  assert.equal(tracked[0].properties.product, 'House Blend');
+  assert.deepEqual(stored.traits, { email: 'ada@example.com', name: 'Ada' });
+  assert.deepEqual(stored.anonymousIds, [anonymousAfter], 'the panel shows the id the SDK sends');
+  assert.equal(queuedAfter, '0');
+  assert.equal(account, 'Signed in as demo-ada');
+  const kinds = stored.events.map((event) => (event.type === 'track' ? event.event : event.type));
+  assert.ok(kinds.includes('page'), kinds.join());
+  assert.ok(kinds.includes('Product Added'), kinds.join());
+  assert.equal(stored.events.find((e) => e.event === 'Product Added').properties.product, 'House Blend');
+  assert.equal(stored.responses.length, 1);
+  assert.deepEqual(stored.responses[0].answers, { recommend: 9, nextRoast: 'A decaf' });
+  assert.deepEqual(stored.consent, { analytics: true, surveys: true });
+  assert.ok(sent.length > 0);
   assert.deepEqual(errors, []);
+  await context.close();
 });
 
-test('the admin page finds a user by id with the admin token', async () => {
-  const page = await browser.newPage();
-  const errors = watchPageErrors(page);
-  await page.goto(`${collector.base}/admin/`);
+test('choosing only analytics records the shop but keeps the survey closed', async () => {
+  const { context, page, errors } = await visit();
 
-  await page.fill('#token', collector.adminToken);
-  await page.fill('#user', 'e2e-ada');
-  await page.click('button[type=submit]');
-  await page.locator('#result-status', { hasText: 'found' }).waitFor();
-  await screenshot(page, 'admin-user-lookup');
-  const shown = JSON.parse(await page.textContent('#result'));
+  await page.click('#consent-choose');
+  await page.check('#category-analytics');
+  await page.click('#consent-save');
+  await consentIs(page, 'granted');
+  await signInAs(page, 'demo-bea', 'bea@example.com', 'Bea');
+  await delivered(page, 'identify');
+  const surveyDisabled = await page.locator('#survey-submit').isDisabled();
+  const note = await page.textContent('#survey-note');
+  const chips = await page.locator('#panel-consent .chip').allTextContents();
+  await screenshot(page, 'demo-analytics-only');
+  const { body: stored } = await user('demo-bea');
 
-  assert.equal(shown.userId, 'e2e-ada');
-  assert.equal(shown.traits.email, 'ada@example.com');
+  assert.equal(surveyDisabled, true);
+  assert.match(note, /Surveys/);
+  assert.deepEqual(chips, ['analytics ✓', 'surveys ✗']);
+  assert.deepEqual(stored.consent, { analytics: true, surveys: false });
   assert.deepEqual(errors, []);
+  await context.close();
 });
 
-test('the admin page refuses a wrong token', async () => {
-  const page = await browser.newPage();
-  await page.goto(`${collector.base}/admin/`);
+test('with identity verification on, the demo signs in with the user hash', async () => {
+  const { status: secretStatus } = await collector.adminCall(
+    'POST', '/admin/v1/environments/default/identity-secret');
+  try {
+    const { context, page, errors } = await visit();
 
-  await page.fill('#token', 'not-a-token');
-  await page.fill('#user', 'e2e-ada');
-  await page.click('button[type=submit]');
-  await page.locator('#result-status', { hasText: '401' }).waitFor();
+    await page.click('#consent-accept');
+    await consentIs(page, 'granted');
+    await signInAs(page, 'demo-verified', 'v@example.com', 'Vera');
+    await delivered(page, 'identify (verified)');
+    const { status, body: stored } = await user('demo-verified');
+    const unverified = await collector.ingest([
+      { type: 'identify', userId: 'demo-verified', traits: { name: 'Mallory' }, messageId: 'forged-1' },
+    ]);
 
-  assert.equal(await page.textContent('#result'), '');
+    assert.equal(secretStatus, 200);
+    assert.equal(status, 200);
+    assert.equal(stored.traits.name, 'Vera');
+    assert.equal(unverified.status, 400, 'a message without the hash is refused');
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally {
+    await collector.adminCall('DELETE', '/admin/v1/environments/default/identity-secret');
+  }
+});
+
+test('story: refused, then accepted, found in a segment, exported, deleted and gone', async () => {
+  // The visitor refuses: nothing leaves the page and nothing is stored.
+  const everyone = async () => (await collector.adminCall(
+    'POST', '/admin/v1/environments/default/segments/preview', { filter: {} })).body.count;
+  const usersBefore = await everyone();
+  const visitor = await visit();
+  await visitor.page.click('#consent-reject');
+  await consentIs(visitor.page, 'denied');
+  await visitor.page.click('#track-add');
+  await visitor.page.locator('#status', { hasText: 'not recorded' }).waitFor();
+  const sentWhileRefused = visitor.sent.length;
+  const usersWhileRefused = await everyone();
+
+  // Then accepts, signs in, shops and answers the survey.
+  await visitor.page.click('#privacy-settings');
+  await visitor.page.click('#consent-accept');
+  await consentIs(visitor.page, 'granted');
+  await signInAs(visitor.page, 'story-cleo', 'cleo@story.example', 'Cleo');
+  await delivered(visitor.page, 'identify');
+  await visitor.page.click('#track-checkout');
+  await delivered(visitor.page, 'track Checkout Started');
+  await answerSurvey(visitor.page);
+  await delivered(visitor.page, 'survey response');
+  const anonymousId = await visitor.page.textContent('#panel-anonymous-id');
+  await screenshot(visitor.page, 'story-visitor');
+  assert.deepEqual(visitor.errors, []);
+  await visitor.context.close();
+
+  // The operator finds her in a segment, opens her, exports her and deletes her.
+  const operator = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const console_ = await operator.newPage();
+  const consoleErrors = watchPageErrors(console_);
+  await console_.goto(`${collector.base}/admin/`);
+  await console_.fill('#token', collector.adminToken);
+  await console_.click('#signin button[type=submit]');
+  await console_.locator('.topbar').waitFor();
+  await console_.click('#add-condition');
+  const condition = console_.locator('.condition').last();
+  await condition.getByLabel('Trait key').fill('email');
+  await condition.getByLabel('Operator').selectOption('equals');
+  await condition.getByLabel('Value', { exact: true }).fill('cleo@story.example');
+  await console_.click('#segment-filter button[type=submit]');
+  await console_.locator('#match-count[data-count="1"]').waitFor();
+  await screenshot(console_, 'story-segment');
+  await console_.click('#users a:text-is("story-cleo")');
+  await console_.locator('#user-title', { hasText: 'story-cleo' }).waitFor();
+  const download = console_.waitForEvent('download');
+  await console_.click('#export-user');
+  const exported = JSON.parse(await readFile(await (await download).path(), 'utf8'));
+  await console_.click('#delete-user');
+  const confirmation = await console_.locator('dialog.confirm').textContent();
+  await console_.locator('dialog.confirm button.danger').click();
+  await console_.locator('#user-receipt').waitFor();
+  const receipt = await console_.textContent('#user-receipt');
+  await screenshot(console_, 'story-deleted');
+
+  // She is gone from the console's pages and from the API; the receipt is audited.
+  await console_.goto(`${collector.base}/admin/#/segments`);
+  await console_.locator('#lookup-id').fill('story-cleo');
+  await console_.click('#lookup button[type=submit]');
+  await console_.locator('h1', { hasText: 'User not found' }).waitFor();
+  await console_.goto(`${collector.base}/admin/#/segments`);
+  await console_.click('#add-condition');
+  const again = console_.locator('.condition').last();
+  await again.getByLabel('Trait key').fill('email');
+  await again.getByLabel('Operator').selectOption('equals');
+  await again.getByLabel('Value', { exact: true }).fill('cleo@story.example');
+  await console_.click('#segment-filter button[type=submit]');
+  await console_.locator('#match-count[data-count="0"]').waitFor();
+  await console_.click('nav a[href="#/audit"]');
+  await console_.locator('#audit-log .action', { hasText: 'delete_user' }).first().waitFor();
+  const auditActions = await console_.locator('#audit-log .action').allTextContents();
+  await screenshot(console_, 'story-audit');
+  const byUserId = await user('story-cleo');
+  const byAnonymousId = await user(anonymousId);
+  const { body: audit } = await collector.admin('/admin/v1/audit?limit=5');
+  const deletion = audit.find((entry) => entry.action === 'delete_user');
+
+  assert.equal(sentWhileRefused, 0, 'nothing was sent while consent was refused');
+  assert.equal(usersWhileRefused, usersBefore, 'nothing was stored while consent was refused');
+  assert.equal(exported.userId, 'story-cleo');
+  assert.equal(exported.traits.email, 'cleo@story.example');
+  assert.ok(exported.events.some((event) => event.event === 'Checkout Started'));
+  assert.equal(exported.responses.length, 1);
+  assert.match(confirmation, /This cannot be undone/);
+  assert.match(receipt, /Receipt/);
+  assert.equal(byUserId.status, 404);
+  assert.equal(byAnonymousId.status, 404);
+  assert.ok(deletion, 'the deletion is in the audit log');
+  assert.ok(auditActions.slice(0, 3).includes('delete_user'), auditActions.join());
+  assert.ok(deletion.counts.events >= 1 && deletion.counts.responses === 1, JSON.stringify(deletion.counts));
+  assert.ok(!JSON.stringify(audit).includes('story-cleo'), 'the audit log holds no id');
+  assert.deepEqual(consoleErrors, []);
+  await operator.close();
 });

@@ -15,8 +15,11 @@ export const artifactsDir = process.env.EBB_TEST_ARTIFACTS ?? join(repoRoot, 'te
 const collectorBin =
   process.env.EBB_COLLECTOR_BIN ?? join(repoRoot, 'target', 'debug', 'ebb-collector');
 
-/** Starts a collector; resolves once it printed its address. */
-export async function startCollector() {
+/**
+ * Starts a collector; resolves once it printed its address. `options.env` adds
+ * environment variables (e.g. `{ EBB_DEMO_USER_HASH: 'true' }`).
+ */
+export async function startCollector(options = {}) {
   const dataDir = await mkdtemp(join(tmpdir(), 'ebb-e2e-'));
   const adminToken = `ebb_admin_${randomBytes(16).toString('hex')}`;
   const child = spawn(collectorBin, [], {
@@ -27,6 +30,7 @@ export async function startCollector() {
       EBB_WWW_DIR: join(repoRoot, 'www'),
       EBB_ADMIN_TOKEN: adminToken,
       EBB_LOG: 'info',
+      ...(options.env ?? {}),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -51,6 +55,32 @@ export async function startCollector() {
     async admin(path) {
       const response = await fetch(base + path, {
         headers: { Authorization: `Bearer ${adminToken}` },
+      });
+      return { status: response.status, body: await response.json() };
+    },
+    /** Any admin API call; `body` is sent as JSON. Answers `{status, body}` (body null if empty). */
+    async adminCall(method, path, body) {
+      const response = await fetch(base + path, {
+        method,
+        headers: {
+          Authorization: `Bearer ${adminToken}`,
+          ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await response.text();
+      return { status: response.status, body: text ? JSON.parse(text) : null };
+    },
+    /** Sends `messages` as one batch with the default environment's write key (or `writeKey`). */
+    async ingest(messages, writeKey) {
+      const key = writeKey ?? (await (await fetch(`${base}/demo/config.json`)).json()).writeKey;
+      const response = await fetch(`${base}/v1/batch`, {
+        method: 'POST',
+        headers: {
+          Authorization: `Basic ${Buffer.from(`${key}:`).toString('base64')}`,
+          'Content-Type': 'application/json',
+        },
+        body: JSON.stringify({ batch: messages }),
       });
       return { status: response.status, body: await response.json() };
     },
@@ -83,6 +113,24 @@ export async function screenshot(page, name) {
   const path = join(artifactsDir, `${name}.png`);
   await page.screenshot({ path, fullPage: true });
   return path;
+}
+
+/**
+ * Collects Content-Security-Policy violations reported in every page of `context` (also
+ * those Chromium only logs), so that a test can assert there were none.
+ */
+export async function watchCspViolations(context) {
+  const violations = [];
+  await context.exposeBinding('ebbReportViolation', (_source, text) => violations.push(text));
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (event) => {
+      window.ebbReportViolation(`${event.violatedDirective} ${event.blockedURI}`);
+    });
+  });
+  context.on('console', (message) => {
+    if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
+  });
+  return violations;
 }
 
 /** Collects errors thrown in the page, so that a test can assert there were none. */

@@ -1,0 +1,510 @@
+// The admin console at /admin/ in headless Chromium against a real collector: signing in
+// and being refused, User Segments (filter, count, pages, a user, export, deleting a
+// segment), Data Settings (retention histogram, identity secret, write key, environments,
+// purge), Audit, user-sent markup shown as text, the CSP, and phone width. Every check of
+// the page is matched by one through the admin API.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  launchBrowser, repoRoot, screenshot, startCollector, watchCspViolations, watchPageErrors,
+} from './harness.mjs';
+
+const DAY = 86_400_000;
+const AGES = [1, 3, 10, 20, 45, 80, 120, 200, 400, 800];
+const PLANS = ['pro', 'free', 'team'];
+const XSS = {
+  userId: '<svg onload=alert(1)>',
+  anonymousId: '<iframe src=javascript:alert(1)>',
+  key: '<b>bold</b>',
+  value: '<img src=x onerror=alert(1)>',
+  event: '<script>alert(1)</script>',
+};
+
+let collector;
+let browser;
+
+/** 40 users spread over the last 800 days, plans cycling, every fourth with a response. */
+function seedMessages() {
+  const messages = [];
+  for (let i = 0; i < 40; i += 1) {
+    const timestamp = new Date(Date.now() - AGES[i % AGES.length] * DAY).toISOString();
+    const userId = `user-${String(i).padStart(2, '0')}`;
+    messages.push({
+      type: 'identify', userId, anonymousId: `anon-${i}`, messageId: `seed-identify-${i}`, timestamp,
+      traits: { plan: PLANS[i % 3], email: `${userId}@example.com`, seats: i },
+      context: { consent: { categoryPreferences: { analytics: true, surveys: i % 2 === 0 } } },
+    });
+    messages.push({
+      type: 'track', userId, event: 'Product Added', messageId: `seed-track-${i}`, timestamp,
+      properties: { price: 12.5 },
+    });
+    if (i % 4 === 0) {
+      messages.push({
+        type: 'response', userId, surveyId: 'nps', answers: { score: 9, why: 'fast' },
+        messageId: `seed-response-${i}`, timestamp,
+      });
+    }
+  }
+  messages.push({
+    type: 'identify', userId: XSS.userId, anonymousId: XSS.anonymousId, messageId: 'xss-1',
+    traits: { [XSS.key]: XSS.value, plan: 'xss' },
+  });
+  messages.push({ type: 'track', userId: XSS.userId, event: XSS.event, messageId: 'xss-2' });
+  return messages;
+}
+
+before(async () => {
+  collector = await startCollector();
+  browser = await launchBrowser();
+  const seeded = await collector.ingest(seedMessages());
+  assert.equal(seeded.status, 200, JSON.stringify(seeded.body));
+});
+
+after(async () => {
+  await browser?.close();
+  await collector?.stop();
+});
+
+/** A console tab that records CSP violations, page errors and dialogs (alert & co.). */
+async function consolePage({ width = 1280, height = 800 } = {}) {
+  const context = await browser.newContext({ viewport: { width, height }, acceptDownloads: true });
+  const violations = await watchCspViolations(context);
+  const page = await context.newPage();
+  const errors = watchPageErrors(page);
+  const dialogs = [];
+  page.on('dialog', (dialog) => {
+    dialogs.push(dialog.message());
+    dialog.dismiss();
+  });
+  const clean = () => {
+    assert.deepEqual(violations, [], 'no Content-Security-Policy violation');
+    assert.deepEqual(errors, [], 'no error thrown in the page');
+    assert.deepEqual(dialogs, [], 'nothing opened a dialog');
+  };
+  return { context, page, clean };
+}
+
+async function signIn(page, token = collector.adminToken) {
+  await page.goto(`${collector.base}/admin/`);
+  await page.fill('#token', token);
+  await page.click('#signin button[type=submit]');
+  await page.locator('.topbar').waitFor();
+}
+
+async function apiCount(filter, environment = 'default') {
+  const { body } = await collector.adminCall(
+    'POST', `/admin/v1/environments/${environment}/segments/preview`, { filter });
+  return body.count;
+}
+
+async function showCount(page, count) {
+  await page.locator(`#match-count[data-count="${count}"]`).waitFor();
+}
+
+async function addTraitCondition(page, key, op, value) {
+  await page.click('#add-condition');
+  const row = page.locator('.condition').last();
+  await row.getByLabel('Trait key').fill(key);
+  await row.getByLabel('Operator').selectOption(op);
+  if (value !== undefined) await row.getByLabel('Value', { exact: true }).fill(value);
+}
+
+/** Waits until the environment switcher shows `name`. */
+async function selected(page, name) {
+  await page.waitForFunction((wanted) =>
+    document.querySelector('#environment')?.selectedOptions[0]?.textContent === wanted, name);
+}
+
+async function showMatching(page) {
+  await page.click('#segment-filter button[type=submit]');
+}
+
+test('the console refuses to work without a valid token', async () => {
+  const { page, clean } = await consolePage();
+
+  await page.goto(`${collector.base}/admin/#/settings`);
+  await page.locator('#signin').waitFor();
+  await screenshot(page, 'console-sign-in');
+  const withoutToken = await page.locator('.topbar, #view').count();
+  await page.fill('#token', 'ebb_admin_not-a-real-token');
+  await page.click('#signin button[type=submit]');
+  const refused = await page.locator('#signin-message [role=alert]').textContent();
+  const storedAfterRefusal = await page.evaluate(() => sessionStorage.getItem('ebb.console.token'));
+
+  const created = await collector.adminCall('POST', '/admin/v1/tokens', { label: 'console test' });
+  await signIn(page, created.body.token);
+  const shownWhileValid = await page.locator('#match-count').textContent();
+  const revoked = await collector.adminCall('DELETE', `/admin/v1/tokens/${created.body.details.id}`);
+  await page.click('nav a[href="#/audit"]');
+  const ended = await page.locator('#signin-message [role=alert]').textContent();
+  const storedAfterRevocation = await page.evaluate(() => sessionStorage.getItem('ebb.console.token'));
+  const stillWithRevoked = await fetch(`${collector.base}/admin/v1/environments`, {
+    headers: { Authorization: `Bearer ${created.body.token}` },
+  });
+
+  assert.equal(withoutToken, 0, 'nothing of the console shows before signing in');
+  assert.match(refused, /not valid/);
+  assert.equal(storedAfterRefusal, null, 'a refused token is not kept');
+  assert.match(shownWhileValid, /\d+ users/);
+  assert.equal(revoked.status, 204);
+  assert.equal(stillWithRevoked.status, 401);
+  assert.match(ended, /session has ended/);
+  assert.equal(storedAfterRevocation, null, 'an expired token is forgotten');
+  assert.equal(await page.locator('.topbar, #view').count(), 0);
+  clean();
+});
+
+test('/admin serves the console with a strict CSP and no inline script or style', async () => {
+  const pages = await Promise.all(['/admin', '/admin/', '/admin/#/audit'].map((path) =>
+    fetch(`${collector.base}${path}`)));
+  const html = await readFile(join(repoRoot, 'www', 'admin', 'index.html'), 'utf8');
+  const scripts = (await readdir(join(repoRoot, 'www', 'admin'))).filter((f) => f.endsWith('.js'));
+  const sources = await Promise.all(scripts.map((f) => readFile(join(repoRoot, 'www', 'admin', f), 'utf8')));
+
+  for (const response of pages) {
+    const policy = response.headers.get('content-security-policy');
+    assert.equal(response.status, 200);
+    assert.match(policy, /frame-ancestors 'none'/);
+    assert.match(policy, /script-src 'self';/);
+    assert.doesNotMatch(policy, /unsafe-inline|unsafe-eval/);
+  }
+  assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/i, 'no inline script');
+  assert.doesNotMatch(html, /<style|\sstyle=|\son[a-z]+=/i, 'no inline style or handler');
+  for (const [i, source] of sources.entries()) {
+    assert.doesNotMatch(source, /\.innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function/,
+      `${scripts[i]} builds no markup from strings`);
+  }
+});
+
+test('segments: a filter shows the matching count, pages of users and a user', async () => {
+  const { page, clean } = await consolePage();
+  const everyone = await apiCount({});
+  const pro = await apiCount({ all: [{ trait: 'plan', equals: 'pro' }] });
+  const { body: ada } = await collector.admin('/admin/v1/users/user-00');
+
+  await signIn(page);
+  await showCount(page, everyone);
+  const firstPage = await page.locator('#page-range').textContent();
+  const firstRows = await page.locator('#users tbody tr').count();
+  await screenshot(page, 'console-segments');
+  await page.click('.pager button:has-text("Next")');
+  await page.locator('#page-range', { hasText: `26–${everyone}` }).waitFor();
+  const secondRows = await page.locator('#users tbody tr').count();
+  await addTraitCondition(page, 'plan', 'equals', 'pro');
+  await showMatching(page);
+  await showCount(page, pro);
+  const proRows = await page.locator('#users tbody tr').allTextContents();
+  const filterJson = JSON.parse(await page.inputValue('#filter-json'));
+  await screenshot(page, 'console-segments-filtered');
+  await page.click('#users a:text-is("user-00")');
+  await page.locator('#user-title').waitFor();
+  const title = await page.textContent('#user-title');
+  const traits = await page.locator('#traits tbody tr').allTextContents();
+  const events = await page.locator('#events li').allTextContents();
+  const responses = await page.locator('#responses tbody tr').allTextContents();
+  const consentRows = await page.locator('#consent-history tbody tr').count();
+  await screenshot(page, 'console-user-detail');
+  const download = page.waitForEvent('download');
+  await page.click('#export-user');
+  const file = await download;
+  const exported = JSON.parse(await readFile(await file.path(), 'utf8'));
+  const { body: audit } = await collector.admin('/admin/v1/audit?limit=5');
+
+  assert.equal(firstPage, `1–25 of ${everyone}`);
+  assert.equal(firstRows, 25);
+  assert.equal(secondRows, everyone - 25);
+  assert.deepEqual(filterJson, { all: [{ trait: 'plan', equals: 'pro' }] });
+  assert.equal(proRows.length, pro);
+  assert.ok(proRows.every((row) => row.includes('plan: pro')));
+  assert.equal(title, 'user-00');
+  assert.equal(traits.length, Object.keys(ada.traits).length);
+  assert.ok(traits.some((row) => row.includes('user-00@example.com')));
+  assert.equal(events.length, ada.events.length);
+  assert.match(events[0], /Product Added/);
+  assert.equal(responses.length, ada.responses.length);
+  assert.match(responses[0], /score\s*9/);
+  assert.equal(consentRows, ada.consentHistory.length);
+  assert.equal(file.suggestedFilename(), 'ebb-user-user-00.json');
+  assert.deepEqual(exported.traits, ada.traits);
+  assert.equal(exported.events.length, ada.events.length);
+  assert.equal(audit[0].action, 'export_user', 'the export is audited');
+  clean();
+});
+
+test('segments: errors from the API, empty results and an unknown user are stated', async () => {
+  const { page, clean } = await consolePage();
+
+  await signIn(page);
+  await addTraitCondition(page, 'plan', 'equals', 'nobody-has-this');
+  await showMatching(page);
+  await showCount(page, 0);
+  const emptyText = await page.locator('.results .state.empty').textContent();
+  const deleteDisabled = await page.locator('#delete-segment').isDisabled();
+  await page.click('details.json summary');
+  await page.fill('#filter-json', '{"trait": "plan", "startsWith": "p"}');
+  await page.click('#use-json');
+  const refused = await page.locator('.results [role=alert]').textContent();
+  const direct = await collector.adminCall('POST', '/admin/v1/environments/default/segments/users',
+    { filter: { trait: 'plan', startsWith: 'p' } });
+  await page.goto(`${collector.base}/admin/#/users/nobody-at-all`);
+  await page.locator('h1', { hasText: 'User not found' }).waitFor();
+  const missing = await page.locator('#view .state.empty').textContent();
+
+  assert.equal(emptyText, 'No users match this filter.');
+  assert.ok(deleteDisabled);
+  assert.equal(direct.status, 400);
+  assert.ok(refused.includes(direct.body.message), `${refused} shows ${direct.body.message}`);
+  assert.match(refused, /invalid_request/);
+  assert.match(missing, /No user with the id “nobody-at-all”/);
+  clean();
+});
+
+test('segments: deleting a segment previews the count, asks, shows progress and the receipt', async () => {
+  const { page, clean } = await consolePage();
+  const filter = { all: [{ trait: 'plan', equals: 'team' }] };
+  const team = await apiCount(filter);
+
+  await signIn(page);
+  await addTraitCondition(page, 'plan', 'equals', 'team');
+  await showMatching(page);
+  await showCount(page, team);
+  await page.click('#delete-segment');
+  const dialog = page.locator('dialog.confirm');
+  const question = await dialog.locator('h2').textContent();
+  const body = await dialog.textContent();
+  await screenshot(page, 'console-segment-delete-confirm');
+  await dialog.locator('button.danger').click();
+  await page.locator('#segment-receipt').waitFor();
+  const progress = await page.$eval('#segment-progress', (bar) => [bar.value, bar.max]);
+  const receiptText = await page.textContent('#segment-receipt');
+  const seq = Number((await page.textContent('#segment-receipt .audit-seq')).slice(1));
+  await showCount(page, 0);
+  await screenshot(page, 'console-segment-deleted');
+  const { body: audit } = await collector.admin('/admin/v1/audit?limit=10');
+  const entry = audit.find((e) => e.seq === seq);
+
+  assert.equal(question, `Delete ${team} users?`);
+  assert.match(body, /This cannot be undone/);
+  assert.match(body, /"equals": "team"/);
+  assert.deepEqual(progress, [team, team]);
+  assert.match(receiptText, new RegExp(`Segment deleted${team} of ${team} users deleted`));
+  assert.equal(await apiCount(filter), 0);
+  assert.equal(entry.action, 'delete_segment');
+  assert.equal(entry.counts.users, team);
+  assert.match(receiptText, new RegExp(`users\\s*${team}`));
+  clean();
+});
+
+test('settings: the retention histogram draws the cut-off and states what the rule deletes', async () => {
+  const { page, clean } = await consolePage();
+
+  await signIn(page);
+  await page.click('nav a[href="#/settings"]');
+  await page.locator('#retention-histogram').waitFor();
+  await page.fill('#retention-days', '90');
+  const draftCount = await apiCount({ any: [{ lastSeenDaysAgo: { atLeast: 90 } }] });
+  await page.locator(`#would-delete[data-count="${draftCount}"]`).waitFor();
+  const draftStatement = await page.textContent('#retention-statement');
+  await page.click('#retention-form button[type=submit]');
+  await page.locator('#retention .state.notice', { hasText: 'Saved.' }).waitFor();
+  await page.locator('#retention-statement', { hasText: /^This rule would delete/ }).waitFor();
+  const statement = await page.textContent('#retention-statement');
+  const bars = await page.$$eval('#retention-histogram .column', (columns) => columns.map((c) => ({
+    users: Number(c.dataset.users),
+    height: c.querySelector('.bar').getBoundingClientRect().height,
+    due: c.querySelector('.bar').classList.contains('due'),
+  })));
+  const cutoff = await page.$eval('#retention-histogram .cutoff', (line) => ({
+    days: line.dataset.days, left: line.getBoundingClientRect().left,
+  }));
+  const firstDueBar = await page.$eval('#retention-histogram .bar.due', (bar) => bar.getBoundingClientRect().left);
+  await screenshot(page, 'console-settings-retention');
+  const { body: retention } = await collector.admin('/admin/v1/environments/default/retention');
+
+  assert.deepEqual(retention.rule, { days: 90, daysWithoutResponse: null });
+  assert.match(draftStatement, new RegExp(`Once saved, this rule would delete ${draftCount} users`));
+  assert.equal(retention.preview.wouldDelete, draftCount);
+  assert.equal(statement,
+    `This rule would delete ${retention.preview.wouldDelete} users of ${retention.preview.users} now.`);
+  assert.deepEqual(bars.map((b) => b.users), retention.preview.histogram.map((b) => b.users));
+  assert.ok(bars.every((b) => (b.users > 0) === (b.height > 1)), 'bars are sized through the CSSOM');
+  assert.deepEqual(bars.map((b) => b.due),
+    retention.preview.histogram.map((b) => b.fromDays >= 90));
+  assert.equal(cutoff.days, '90');
+  assert.ok(Math.abs(cutoff.left - firstDueBar) < 12, 'the line stands where the deleted bars start');
+  clean();
+});
+
+test('settings: the identity secret is shown once, and turns verification on and off', async () => {
+  const { page, clean } = await consolePage();
+
+  await signIn(page);
+  await page.click('nav a[href="#/settings"]');
+  await page.click('#identity-secret-set');
+  const secret = await page.textContent('#identity-secret');
+  const { body: on } = await collector.admin('/admin/v1/environments/default');
+  const hash = createHmac('sha256', secret).update('verified-user').digest('hex');
+  const verified = await collector.ingest([{ type: 'identify', userId: 'verified-user', context: { userHash: hash } }]);
+  const unverified = await collector.ingest([{ type: 'identify', userId: 'verified-user-2' }]);
+  await screenshot(page, 'console-settings-identity-secret');
+  await page.reload();
+  await page.locator('#identity-status', { hasText: 'On:' }).waitFor();
+  const shownAgain = await page.locator('#identity-secret').count();
+  await page.click('#identity-secret-remove');
+  await page.locator('dialog.confirm button.danger').click();
+  await page.locator('#identity-status', { hasText: 'Off:' }).waitFor();
+  const { body: off } = await collector.admin('/admin/v1/environments/default');
+
+  assert.match(secret, /^ebb_ivs_/);
+  assert.equal(on.identityVerification, true);
+  assert.equal(verified.status, 200, 'the shown secret is the one the collector checks');
+  assert.equal(unverified.status, 400);
+  assert.equal(shownAgain, 0, 'the secret is never shown again');
+  assert.equal(off.identityVerification, false);
+  clean();
+});
+
+test('settings: environments are created and renamed, and a write key rotated', async () => {
+  const { page, clean } = await consolePage();
+
+  await signIn(page);
+  await page.click('nav a[href="#/settings"]');
+  await page.fill('#new-environment', 'staging');
+  await page.click('#create-form button[type=submit]');
+  await selected(page, 'staging');
+  const { body: listed } = await collector.admin('/admin/v1/environments');
+  const staging = listed.find((e) => e.name === 'staging');
+  const oldKey = staging.writeKeys[0];
+  await page.click('#rotate-write-key');
+  await page.locator('dialog.confirm button.danger').click();
+  await page.locator('#write-keys li').filter({ hasNotText: oldKey }).waitFor();
+  const shownKey = await page.textContent('#write-keys li');
+  await page.fill('#rename-environment', 'staging-eu');
+  await page.click('#rename-form button[type=submit]');
+  await selected(page, 'staging-eu');
+  await screenshot(page, 'console-settings-environments');
+  const { body: renamed } = await collector.admin(`/admin/v1/environments/${staging.id}`);
+  const withOld = await collector.ingest([{ type: 'track', userId: 'x', event: 'E' }], oldKey);
+  const withNew = await collector.ingest([{ type: 'track', userId: 'x', event: 'E' }], shownKey);
+
+  assert.equal(renamed.name, 'staging-eu');
+  assert.deepEqual(renamed.writeKeys, [shownKey]);
+  assert.equal(withOld.status, 401, 'the old key stops working');
+  assert.equal(withNew.status, 200);
+  assert.equal(await page.locator('#environment option').count(), listed.length);
+  clean();
+});
+
+test('settings: purge asks for the environment name and leaves a receipt', async () => {
+  const { page, clean } = await consolePage();
+  const { body: listed } = await collector.admin('/admin/v1/environments');
+  const staging = listed.find((e) => e.name === 'staging-eu');
+  await collector.ingest(['p1', 'p2', 'p3'].map((userId) => ({ type: 'identify', userId })),
+    staging.writeKeys[0]);
+  const before = await apiCount({}, staging.id);
+
+  await signIn(page);
+  await page.selectOption('#environment', staging.id);
+  await page.click('nav a[href="#/settings"]');
+  await page.click('#purge');
+  const dialog = page.locator('dialog.confirm');
+  const confirm = dialog.locator('button.danger');
+  const disabledAtFirst = await confirm.isDisabled();
+  await dialog.locator('input.typed-confirmation').fill('staging');
+  const disabledWhenWrong = await confirm.isDisabled();
+  await dialog.locator('input.typed-confirmation').fill('staging-eu');
+  await screenshot(page, 'console-settings-purge-confirm');
+  await confirm.click();
+  await page.locator('#purge-receipt').waitFor();
+  const receiptText = await page.textContent('#purge-receipt');
+  const seq = Number((await page.textContent('#purge-receipt .audit-seq')).slice(1));
+  const { body: audit } = await collector.admin(`/admin/v1/audit?environment=${staging.id}`);
+
+  assert.ok(before >= 3, `${before} users to purge`);
+  assert.ok(disabledAtFirst && disabledWhenWrong, 'only the exact name enables the purge');
+  assert.equal(await apiCount({}, staging.id), 0);
+  assert.match(receiptText, new RegExp(`users\\s*${before}`));
+  assert.equal(audit[0].seq, seq);
+  assert.equal(audit[0].action, 'purge_environment');
+  clean();
+});
+
+test('audit: the log is newest first and shows the verified chain', async () => {
+  const { page, clean } = await consolePage();
+  const { body: entries } = await collector.admin('/admin/v1/audit?limit=500');
+  const { body: check } = await collector.admin('/admin/v1/audit/verify');
+
+  await signIn(page);
+  await page.click('nav a[href="#/audit"]');
+  await page.selectOption('#audit-scope', 'all');
+  await page.locator(`#audit-log tr[data-seq="${entries[0].seq}"]`).waitFor();
+  const seqs = await page.$$eval('#audit-log tbody tr', (rows) => rows.map((r) => Number(r.dataset.seq)));
+  const status = await page.textContent('#chain-status');
+  const actions = await page.locator('#audit-log .action').allTextContents();
+  await screenshot(page, 'console-audit');
+
+  assert.equal(check.valid, true);
+  assert.deepEqual(seqs, entries.map((e) => e.seq));
+  assert.deepEqual(seqs, [...seqs].sort((a, b) => b - a));
+  assert.match(status, new RegExp(`The chain holds\\. All ${check.entries} entries`));
+  assert.ok(actions.includes('delete_segment') && actions.includes('purge_environment'));
+  clean();
+});
+
+test('values a user sent are shown as text and run nothing', async () => {
+  const { page, clean } = await consolePage();
+
+  await signIn(page);
+  await addTraitCondition(page, XSS.key, 'exists');
+  await showMatching(page);
+  await showCount(page, 1);
+  const row = await page.locator('#users tbody tr').textContent();
+  await page.click('#users a.user-link');
+  await page.locator('#user-title').waitFor();
+  const title = await page.textContent('#user-title');
+  const trait = await page.locator('#traits tbody tr').filter({ hasText: XSS.key }).textContent();
+  const event = await page.locator('#events .event-name').first().textContent();
+  const anonymous = await page.locator('.ids code').allTextContents();
+  await screenshot(page, 'console-user-markup-as-text');
+  const injected = await page.$$eval('#app img, #app svg, #app iframe, #app script, #app b',
+    (found) => found.map((e) => e.outerHTML));
+
+  assert.ok(row.includes(XSS.userId) && row.includes(XSS.value), row);
+  assert.equal(title, XSS.userId);
+  assert.equal(trait, `${XSS.key}${XSS.value}`);
+  assert.equal(event, XSS.event);
+  assert.ok(anonymous.includes(XSS.anonymousId));
+  assert.deepEqual(injected, [], 'no element was made from user data');
+  clean();
+});
+
+test('the console is usable at phone width', async () => {
+  const { page, clean } = await consolePage({ width: 390, height: 844 });
+  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth);
+
+  await signIn(page);
+  await page.locator('#match-count').waitFor();
+  await screenshot(page, 'console-phone-segments');
+  const segmentsWidth = await overflow();
+  await page.goto(`${collector.base}/admin/#/users/user-04`);
+  await page.locator('#user-title').waitFor();
+  await screenshot(page, 'console-phone-user-detail');
+  const userWidth = await overflow();
+  await page.click('nav a[href="#/settings"]');
+  await page.locator('#retention-histogram').waitFor();
+  await screenshot(page, 'console-phone-settings');
+  const settingsWidth = await overflow();
+  await page.click('nav a[href="#/audit"]');
+  await page.locator('#audit-log').waitFor();
+  await screenshot(page, 'console-phone-audit');
+  const auditWidth = await overflow();
+  const navVisible = await page.locator('nav a[href="#/segments"]').isVisible();
+
+  assert.deepEqual([segmentsWidth, userWidth, settingsWidth, auditWidth], [390, 390, 390, 390],
+    'no page scrolls sideways');
+  assert.ok(navVisible);
+  clean();
+});
