@@ -15,7 +15,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 out="www/sdk"
-wasm_in="target/wasm32-unknown-unknown/wasm/ebb_sdk.wasm"
+wasm_in="target/wasm-build-std/wasm32-unknown-unknown/wasm/ebb_sdk.wasm"
 wasm_out="$out/ebb_sdk_bg.wasm"
 wasm_opt="node_modules/.bin/wasm-opt"
 esbuild="node_modules/.bin/esbuild"
@@ -61,7 +61,19 @@ have_binaryen="$("$wasm_opt" --version | sed -n 's/^wasm-opt version \([0-9]*\).
 # --- build -------------------------------------------------------------------------------
 
 # Without the `std` feature: the module links no standard library (see sdk-wasm/Cargo.toml).
-cargo build -p ebb-sdk --target wasm32-unknown-unknown --profile wasm --no-default-features
+#
+# `core` and `alloc` are rebuilt from the toolchain's rust-src with the `immediate-abort`
+# panic strategy, so that no panic site carries a message, a location or the formatting
+# code that would print them (about 5 KB of brotli of the module). Both are unstable
+# options of cargo and rustc; RUSTC_BOOTSTRAP=1 admits them on the stable toolchain for
+# this one build only, in a target folder of its own, so that no other build sees them.
+# `location-detail=none` and `fmt-debug=none` drop the rest of what formatting left.
+[[ -d "$(rustc --print sysroot)/lib/rustlib/src/rust/library/core" ]] ||
+  die "the rust-src component is missing: rustup component add rust-src"
+RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/wasm-build-std \
+  RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none" \
+  cargo build -p ebb-sdk --target wasm32-unknown-unknown --profile wasm --no-default-features \
+  -Zbuild-std=core,alloc
 
 # A newer rustc may emit features the list above lacks; wasm-opt would then refuse or
 # miscompile the module, so say so plainly instead.
@@ -106,7 +118,14 @@ rm -rf "$out"
 wasm-bindgen --target web --out-dir "$out" "$wasm_in"
 
 enable=("${features[@]/#/--enable-}")
-"$wasm_opt" -Oz "${enable[@]}" --strip-debug --strip-producers "$wasm_out" -o "$wasm_out"
+"$wasm_opt" -Oz "${enable[@]}" --strip-debug --strip-producers --strip-target-features \
+  "$wasm_out" -o "$wasm_out"
+# Short names for the imports and exports, in the module and in the glue (see
+# scripts/rename-glue.mjs).
+"$wasm_opt" "${enable[@]}" --minify-imports-and-exports-and-modules "$wasm_out" \
+  -o "$wasm_out" >"$out/names.json"
+node scripts/rename-glue.mjs "$out/ebb_sdk.js" "$out/names.json" "$wasm_out"
+rm "$out/names.json"
 
 cp sdk-wasm/js/index.js sdk-wasm/js/index.d.ts sdk-wasm/js/auto.js sdk-wasm/js/package.json "$out/"
 

@@ -40,10 +40,12 @@ rows.push(total);
 if (process.argv[2] === '--json') {
   console.log(JSON.stringify(rows, null, 2));
 } else {
-  const kb = (n) => `${(n / 1024).toFixed(1)} KB`;
-  console.log('part                          raw        gzip       brotli');
+  // KiB (1,024 bytes), and the exact bytes of the total.
+  const kb = (n) => `${(n / 1024).toFixed(1)} KiB`;
+  console.log('part                          raw         gzip        brotli');
   for (const row of rows) {
-    console.log(`${row.name.padEnd(28)}  ${kb(row.raw).padStart(9)}  ${kb(row.gzip).padStart(9)}  ${kb(row.brotli).padStart(9)}`);
+    console.log(`${row.name.padEnd(28)}  ${kb(row.raw).padStart(10)}  ${kb(row.gzip).padStart(10)}  ${kb(row.brotli).padStart(10)}`);
   }
+  console.log(`total bytes: ${total.raw} raw, ${total.gzip} gzip, ${total.brotli} brotli`);
 }
 JS

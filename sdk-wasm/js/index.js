@@ -152,7 +152,7 @@ export function ready() {
  * load.
  */
 export function status() {
-  return loaded ? wasm.status() : null;
+  return loaded ? wasm.state(1) : null;
 }
 
 /** Calls `listener(state)` after each change of consent. Returns a function that stops it. */
@@ -168,38 +168,42 @@ export function off(event, listener) {
 
 /** The visitor's consent: grant, deny, withdraw, and the current state. */
 export const consent = {
-  grant: (categories) => call(() => wasm.grant(categories)),
-  deny: (categories) => call(() => wasm.deny(categories)),
-  withdraw: () => call(() => wasm.withdraw()),
-  state: () => (loaded ? wasm.consentState() : null),
+  grant: (categories) => call(() => wasm.consent(0, categories)),
+  deny: (categories) => call(() => wasm.consent(1, categories)),
+  withdraw: () => call(() => wasm.consent(2)),
+  state: () => (loaded ? wasm.state(0) : null),
 };
 
 // The recording calls, taking first the time and page of a call made before the module
-// loaded (from the snippet's queue), or `undefined` for a call made now.
+// loaded (from the snippet's queue), or `undefined` for a call made now. The module takes
+// them all through `record(kind, …)`: 0 identify, 1 track, 2 page, 3 group, 4 alias,
+// 5 respond.
 const replayable = {
   identify(meta, userId, traits, options) {
     if (userId !== null && typeof userId === 'object') {
       [userId, traits, options] = [undefined, userId, traits];
     }
-    return call(() => wasm.identify(userId, traits, options, meta));
+    return call(() => wasm.record(0, userId, traits, options, meta));
   },
   track(meta, event, properties) {
     // The most frequent call goes straight through once loaded, without the closures of
     // call(): they were a measurable part of its cost.
-    if (!loaded) return call(() => wasm.track(event, properties, meta));
+    if (!loaded) return call(() => wasm.record(1, event, properties, undefined, meta));
     try {
-      return settle(wasm.track(event, properties, meta));
+      return settle(wasm.record(1, event, properties, undefined, meta));
     } catch (error) {
       return Promise.reject(error);
     }
   },
   page(meta, name, properties) {
     if (name !== null && typeof name === 'object') [name, properties] = [undefined, name];
-    return call(() => wasm.page(name, properties, meta));
+    return call(() => wasm.record(2, name, properties, undefined, meta));
   },
-  group: (meta, groupId, traits) => call(() => wasm.group(groupId, traits, meta)),
-  alias: (meta, userId, previousId) => call(() => wasm.alias(userId, previousId, meta)),
-  respond: (meta, surveyId, answers) => call(() => wasm.respond(surveyId, answers, meta)),
+  group: (meta, groupId, traits) => call(() => wasm.record(3, groupId, traits, undefined, meta)),
+  alias: (meta, userId, previousId) =>
+    call(() => wasm.record(4, userId, previousId, undefined, meta)),
+  respond: (meta, surveyId, answers) =>
+    call(() => wasm.record(5, surveyId, answers, undefined, meta)),
 };
 
 const ebb = {

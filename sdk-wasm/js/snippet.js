@@ -19,6 +19,7 @@
   }
   var names = 'load identify track page group alias respond reset flush ready on off'.split(' ');
   for (var i = 0; i < names.length; i++) e[names[i]] = stub(names[i]);
+  e.status = function () { return null; };
   e.consent = { state: function () { return null; } };
   names = ['grant', 'deny', 'withdraw'];
   for (i = 0; i < names.length; i++) e.consent[names[i]] = stub('consent.' + names[i]);

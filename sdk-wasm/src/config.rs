@@ -105,9 +105,9 @@ impl Config {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when `count` is zero.
-    pub fn with_flush_at(mut self, count: usize) -> Result<Self> {
+    pub fn set_flush_at(&mut self, count: usize) -> Result<()> {
         self.flush_at = at_least_one(count, "flushAt")?;
-        Ok(self)
+        Ok(())
     }
 
     /// Flush as soon as `bytes` are queued; also the most bytes in one batch body. A
@@ -117,7 +117,7 @@ impl Config {
     ///
     /// [`Error::InvalidArgument`] when `bytes` is under 1 KiB or over the collector's
     /// batch limit.
-    pub fn with_flush_bytes(mut self, bytes: usize) -> Result<Self> {
+    pub fn set_flush_bytes(&mut self, bytes: usize) -> Result<()> {
         if !(1024..=crate::wire::MAX_BATCH_BYTES).contains(&bytes) {
             return Err(Error::InvalidArgument {
                 what: "flushBytes",
@@ -125,7 +125,7 @@ impl Config {
             });
         }
         self.flush_bytes = bytes;
-        Ok(self)
+        Ok(())
     }
 
     /// Flush at the latest `millis` milliseconds after a message was queued.
@@ -133,9 +133,9 @@ impl Config {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when `millis` is zero.
-    pub fn with_flush_interval_ms(mut self, millis: u32) -> Result<Self> {
+    pub fn set_flush_interval_ms(&mut self, millis: u32) -> Result<()> {
         self.flush_interval_ms = at_least_one(millis as usize, "flushInterval")? as u32;
-        Ok(self)
+        Ok(())
     }
 
     /// Bound the stored queue to `bytes`; the oldest messages are dropped past it.
@@ -143,7 +143,7 @@ impl Config {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when `bytes` is smaller than one largest message.
-    pub fn with_max_queue_bytes(mut self, bytes: usize) -> Result<Self> {
+    pub fn set_max_queue_bytes(&mut self, bytes: usize) -> Result<()> {
         if bytes < crate::wire::MAX_MESSAGE_BYTES {
             return Err(Error::InvalidArgument {
                 what: "maxQueueBytes",
@@ -151,7 +151,7 @@ impl Config {
             });
         }
         self.max_queue_bytes = bytes;
-        Ok(self)
+        Ok(())
     }
 
     /// Keep at most `count` calls in memory while consent is undecided.
@@ -159,9 +159,9 @@ impl Config {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when `count` is zero.
-    pub fn with_max_pending(mut self, count: usize) -> Result<Self> {
+    pub fn set_max_pending(&mut self, count: usize) -> Result<()> {
         self.max_pending = at_least_one(count, "maxPendingCalls")?;
-        Ok(self)
+        Ok(())
     }
 
     /// Retry after `base_ms`, doubling per failure up to `max_ms`.
@@ -169,7 +169,7 @@ impl Config {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when either is zero or `base_ms` exceeds `max_ms`.
-    pub fn with_retry(mut self, base_ms: u32, max_ms: u32) -> Result<Self> {
+    pub fn set_retry(&mut self, base_ms: u32, max_ms: u32) -> Result<()> {
         if base_ms == 0 || base_ms > max_ms {
             return Err(Error::InvalidArgument {
                 what: "retry",
@@ -178,7 +178,7 @@ impl Config {
         }
         self.retry_base_ms = base_ms;
         self.retry_max_ms = max_ms;
-        Ok(self)
+        Ok(())
     }
 
     /// Use consent `mode`, with the named `categories` known and the `required` ones needed
@@ -188,12 +188,12 @@ impl Config {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for a blank category name.
-    pub fn with_consent(
-        mut self,
+    pub fn set_consent(
+        &mut self,
         mode: Mode,
         categories: Vec<String>,
         required: Vec<String>,
-    ) -> Result<Self> {
+    ) -> Result<()> {
         if categories
             .iter()
             .chain(&required)
@@ -218,19 +218,17 @@ impl Config {
                 self.categories.push(name.clone());
             }
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Count the browser's Do Not Track setting as an objection, like Global Privacy Control.
-    pub fn with_honor_dnt(mut self, honor: bool) -> Self {
+    pub fn set_honor_dnt(&mut self, honor: bool) {
         self.honor_dnt = honor;
-        self
     }
 
     /// Send `hash` as `context.userHash` (identity verification) on every message.
-    pub fn with_user_hash(mut self, hash: Option<String>) -> Self {
+    pub fn set_user_hash(&mut self, hash: Option<String>) {
         self.user_hash = hash.filter(|hash| !hash.is_empty());
-        self
     }
 
     /// The write key, which names one environment at the collector.
@@ -314,7 +312,7 @@ mod tests {
 
     #[test]
     fn defaults_are_documented_values_and_zero_is_refused() {
-        let config = Config::new("wk", "http://h").unwrap();
+        let mut config = Config::new("wk", "http://h").unwrap();
 
         assert_eq!(config.flush_at(), 20);
         assert_eq!(config.flush_bytes(), 60_000);
@@ -322,23 +320,29 @@ mod tests {
         assert_eq!(config.max_queue_bytes, 262_144);
         assert_eq!(config.mode(), Mode::OptIn);
         assert_eq!(config.required, ["analytics"]);
-        assert!(config.clone().with_flush_at(0).is_err());
-        assert!(config.clone().with_flush_interval_ms(0).is_err());
-        assert!(config.clone().with_flush_bytes(100).is_err());
-        assert!(config.clone().with_max_queue_bytes(1000).is_err());
-        assert!(config.with_retry(10, 5).is_err());
+        assert!(config.set_flush_at(0).is_err());
+        assert!(config.set_flush_interval_ms(0).is_err());
+        assert!(config.set_flush_bytes(100).is_err());
+        assert!(config.set_max_queue_bytes(1000).is_err());
+        assert!(config.set_retry(10, 5).is_err());
+        assert_eq!(
+            config,
+            Config::new("wk", "http://h").unwrap(),
+            "a refusal changes nothing"
+        );
     }
 
     #[test]
     fn required_categories_default_to_the_first_and_are_always_known() {
         let config = Config::new("wk", "http://h").unwrap();
 
-        let first = config
-            .clone()
-            .with_consent(Mode::OptIn, vec!["stats".into(), "ads".into()], vec![])
+        let mut first = config.clone();
+        first
+            .set_consent(Mode::OptIn, vec!["stats".into(), "ads".into()], vec![])
             .unwrap();
-        let extra = config
-            .with_consent(Mode::OptOut, vec![], vec!["essential".into()])
+        let mut extra = config;
+        extra
+            .set_consent(Mode::OptOut, vec![], vec!["essential".into()])
             .unwrap();
 
         assert_eq!(first.required, ["stats"]);

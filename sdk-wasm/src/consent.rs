@@ -7,7 +7,7 @@
 //! acts on the answers (buffering, replaying, persisting, erasing).
 
 use crate::config::Mode;
-use crate::json::Object;
+use crate::json::{self, Object};
 use crate::prelude::*;
 
 /// What the consent state allows the SDK to do with a call.
@@ -145,12 +145,14 @@ impl Consent {
 
     /// Restores choices from [`Consent::encode`]'s text; unreadable lines are skipped.
     pub fn restore(&mut self, text: &str) {
-        for line in text.lines() {
-            let Some((name, value)) = line.rsplit_once('=') else {
-                continue;
+        for line in json::lines(text) {
+            let choice = match (line.strip_suffix("=1"), line.strip_suffix("=0")) {
+                (Some(name), _) => (name, true),
+                (_, Some(name)) => (name, false),
+                _ => continue,
             };
-            if !name.is_empty() && (value == "1" || value == "0") {
-                self.choose(&[name.to_owned()], value == "1");
+            if !choice.0.is_empty() {
+                self.choose(&[choice.0.to_owned()], choice.1);
             }
         }
     }

@@ -121,7 +121,7 @@ pub fn iso8601(ms: f64) -> String {
             value /= 10;
         }
     }
-    core::str::from_utf8(&out).unwrap_or_default().to_owned()
+    crate::json::ascii(&out)
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

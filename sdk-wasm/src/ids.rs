@@ -30,7 +30,7 @@ pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
         }
         at += 2;
     }
-    core::str::from_utf8(&text).unwrap_or_default().to_owned()
+    crate::json::ascii(&text)
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

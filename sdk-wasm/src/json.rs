@@ -9,6 +9,25 @@
 
 use crate::prelude::*;
 
+/// The text of ASCII bytes (hex digits, a timestamp) that the SDK wrote itself.
+///
+/// Copying them as characters costs less code than `core::str::from_utf8`'s validation,
+/// and no byte here could fail it.
+pub(crate) fn ascii(bytes: &[u8]) -> String {
+    bytes.iter().map(|&byte| char::from(byte)).collect()
+}
+
+/// The lines of stored text that the SDK wrote itself, split at each `\n`.
+///
+/// A predicate rather than the `'\n'` pattern: the character searcher behind the latter
+/// costs the module more code than this loop.
+pub(crate) fn lines(text: &str) -> core::str::Split<'_, fn(char) -> bool> {
+    fn line_break(c: char) -> bool {
+        c == '\n'
+    }
+    text.split(line_break as fn(char) -> bool)
+}
+
 /// Appends `text` as a JSON string literal, quotes and escapes included.
 ///
 /// Runs of bytes that need no escape are copied whole: every message writes a dozen

@@ -11,7 +11,6 @@
 //! the next batch.
 
 use crate::prelude::*;
-use alloc::collections::VecDeque;
 
 use crate::json::{self, Object};
 
@@ -72,7 +71,9 @@ struct Flight {
 /// The SDK's outgoing messages.
 #[derive(Debug)]
 pub struct Queue {
-    waiting: VecDeque<Entry>,
+    // A `Vec` rather than a `VecDeque`: the byte bound keeps it to a few hundred entries,
+    // so taking from the front costs little, and the ring buffer's code would cost more.
+    waiting: Vec<Entry>,
     flights: Vec<Flight>,
     bytes: usize,
     cap: usize,
@@ -85,7 +86,7 @@ impl Queue {
     /// An empty queue that keeps at most `cap` bytes of messages.
     pub fn new(cap: usize) -> Self {
         Self {
-            waiting: VecDeque::new(),
+            waiting: Vec::new(),
             flights: Vec::new(),
             bytes: 0,
             cap,
@@ -99,7 +100,7 @@ impl Queue {
     /// older messages the byte bound dropped for it.
     pub fn push(&mut self, text: String) -> usize {
         self.bytes += text.len() + 1;
-        self.waiting.push_back(Entry {
+        self.waiting.push(Entry {
             seq: self.next_seq,
             text,
         });
@@ -107,12 +108,11 @@ impl Queue {
 
         let mut dropped = 0;
         // The newest message stays even when it alone is over the bound.
-        while self.bytes > self.cap && self.waiting.len() > 1 {
-            if let Some(oldest) = self.waiting.pop_front() {
-                self.bytes -= oldest.text.len() + 1;
-                dropped += 1;
-            }
+        while self.bytes > self.cap && dropped + 1 < self.waiting.len() {
+            self.bytes -= self.waiting[dropped].text.len() + 1;
+            dropped += 1;
         }
+        self.waiting.drain(..dropped);
         self.dropped += dropped as u64;
         dropped
     }
@@ -146,7 +146,7 @@ impl Queue {
 
     /// Whether a message queued before `seq` is still waiting or flying.
     pub fn holds_before(&self, seq: u64) -> bool {
-        self.waiting.front().is_some_and(|entry| entry.seq < seq)
+        self.waiting.first().is_some_and(|entry| entry.seq < seq)
             || self
                 .flights
                 .iter()
@@ -169,20 +169,19 @@ impl Queue {
             .finish();
         let dropped_note = 24;
         let mut size = "{\"batch\":[],".len() + tail.len() + dropped_note;
-        let mut entries = Vec::new();
-        while let Some(next) = self.waiting.front() {
+        let mut count = 0;
+        for next in &self.waiting {
             let grown = size + next.text.len() + 1;
-            if !entries.is_empty() && (entries.len() >= max_count || grown > max_bytes) {
+            if count > 0 && (count >= max_count || grown > max_bytes) {
                 break;
             }
             size = grown;
-            if let Some(entry) = self.waiting.pop_front() {
-                entries.push(entry);
-            }
+            count += 1;
         }
-        if entries.is_empty() {
+        if count == 0 {
             return None;
         }
+        let entries: Vec<Entry> = self.waiting.drain(..count).collect();
 
         let mut body = String::with_capacity(size);
         body.push_str("{\"batch\":[");
@@ -207,7 +206,7 @@ impl Queue {
             }
         }
         body.push_str("],");
-        body.push_str(&tail[1..]);
+        body.push_str(tail.get(1..).unwrap_or_default());
 
         self.next_flight += 1;
         let batch = Batch {
@@ -291,13 +290,13 @@ impl Queue {
     /// Adds the messages of stored text (from [`Queue::encode`]) behind those queued, with
     /// its drop count; returns how many lines were unreadable and skipped.
     pub fn restore(&mut self, text: &str) -> usize {
-        let mut lines = text.split('\n');
+        let mut lines = json::lines(text);
         let dropped = lines
             .next()
             .and_then(|header| header.strip_prefix('v'))
             .and_then(|count| count.parse::<u64>().ok());
         let Some(dropped) = dropped else {
-            return text.split('\n').filter(|line| !line.is_empty()).count();
+            return json::lines(text).filter(|line| !line.is_empty()).count();
         };
         self.dropped += dropped;
 

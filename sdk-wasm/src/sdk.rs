@@ -564,11 +564,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     fn activate(&mut self) -> Result<()> {
         self.persisting = true;
 
-        let stored_id = |store: &S, key: &str| {
-            store
-                .get(key)
-                .filter(|id| !id.is_empty() && id.chars().nth(MAX_ID_CHARS).is_none())
-        };
+        let stored_id = |store: &S, key: &str| store.get(key).filter(|id| valid_id(id));
         self.user_id = stored_id(&self.store, USER_ID_KEY);
         self.user_hash = stored_id(&self.store, USER_HASH_KEY).or(self.user_hash.take());
         if let Some(traits) = self.store.get(TRAITS_KEY).filter(|t| json::is_object(t)) {
@@ -878,10 +874,17 @@ fn key(prefix: &str, tab: &str) -> String {
     name
 }
 
+/// Whether `id` is not empty and at most [`MAX_ID_CHARS`] characters long.
+fn valid_id(id: &str) -> bool {
+    // Counting the bytes that start a character takes less code than `chars()`.
+    let chars = id.bytes().filter(|byte| byte & 0xC0 != 0x80).count();
+    (1..=MAX_ID_CHARS).contains(&chars)
+}
+
 /// Checks the arguments every type needs.
 fn check(payload: &Payload) -> Result<()> {
     let id = |value: &str, what: &'static str| {
-        if value.is_empty() || value.chars().nth(MAX_ID_CHARS).is_some() {
+        if !valid_id(value) {
             return Err(Error::InvalidArgument {
                 what,
                 why: "must be a non-empty string of at most 1000 characters",

@@ -59,6 +59,13 @@ fn config() -> Config {
     Config::new("wk_test", "http://collector.test").unwrap()
 }
 
+/// [`config`] changed by `change`.
+fn config_with(change: impl FnOnce(&mut Config) -> Result<()>) -> Config {
+    let mut config = config();
+    change(&mut config).unwrap();
+    config
+}
+
 fn sdk_with(config: Config, env: Fixed, store: MemoryStore) -> Sdk<Fixed, MemoryStore> {
     Sdk::new(config, env, store).unwrap()
 }
@@ -198,7 +205,7 @@ fn withdrawal_erases_the_browser_state_and_sends_one_record() {
 
 #[test]
 fn opt_out_tracks_at_once_and_gpc_counts_as_an_objection() {
-    let opt_out = config().with_consent(Mode::OptOut, vec![], vec![]).unwrap();
+    let opt_out = config_with(|c| c.set_consent(Mode::OptOut, vec![], vec![]));
     let mut plain = sdk_with(opt_out.clone(), Fixed::new(), MemoryStore::default());
     let mut env = Fixed::new();
     env.gpc = true;
@@ -219,7 +226,7 @@ fn opt_out_tracks_at_once_and_gpc_counts_as_an_objection() {
 
 #[test]
 fn an_opt_out_withdrawal_stays_stored_without_any_identity() {
-    let opt_out = config().with_consent(Mode::OptOut, vec![], vec![]).unwrap();
+    let opt_out = config_with(|c| c.set_consent(Mode::OptOut, vec![], vec![]));
     let mut sdk = sdk_with(opt_out.clone(), Fixed::new(), MemoryStore::default());
     sdk.record(track("A")).unwrap();
 
@@ -342,7 +349,10 @@ fn storage_that_refuses_writes_leaves_a_working_sdk() {
 #[test]
 fn every_type_is_written_as_the_collector_reads_it() {
     let mut sdk = sdk_with(
-        config().with_user_hash(Some("ab12".into())),
+        config_with(|c| {
+            c.set_user_hash(Some("ab12".into()));
+            Ok(())
+        }),
         Fixed::new(),
         MemoryStore::default(),
     );
@@ -463,7 +473,7 @@ fn a_retried_batch_keeps_its_message_ids_and_backs_off() {
 
 #[test]
 fn held_calls_are_bounded_and_the_oldest_go_first() {
-    let config = config().with_max_pending(2).unwrap();
+    let config = config_with(|c| c.set_max_pending(2));
     let mut sdk = sdk_with(config, Fixed::new(), MemoryStore::default());
     for event in ["A", "B", "C"] {
         sdk.record(track(event)).unwrap();

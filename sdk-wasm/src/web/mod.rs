@@ -112,84 +112,57 @@ pub fn load(write_key: JsValue, options: JsValue, on_consent: JsValue) -> JsValu
     settle(start(&write_key, &options, on_consent))
 }
 
-/// `identify(userId?, traits?, options?)`; `meta` carries the time and page of a call made
-/// before the module loaded.
+/// A recording call: `kind` says which, the arguments follow the public API's order, and
+/// `meta` carries the time and page of a call made before the module loaded.
+///
+/// | kind | call | `a` | `b` | `c` |
+/// |---|---|---|---|---|
+/// | 0 | `identify` | user id | traits | options (`userHash`) |
+/// | 1 | `track` | event | properties | |
+/// | 2 | `page` | name | properties | |
+/// | 3 | `group` | group id | traits | |
+/// | 4 | `alias` | user id | previous id | |
+/// | 5 | `respond` | survey id | answers | |
+///
+/// One export for all of them: each export costs the module a wrapper of its own.
 #[wasm_bindgen]
-pub fn identify(user_id: JsValue, traits: JsValue, options: JsValue, meta: JsValue) -> JsValue {
+pub fn record(kind: u32, a: JsValue, b: JsValue, c: JsValue, meta: JsValue) -> JsValue {
     let payload = || {
-        Ok(Payload::Identify {
-            user_id: convert::id(&user_id, "userId")?,
-            traits: convert::fields(&traits, "traits")?.unwrap_or_default(),
-            user_hash: convert::optional_string(
-                &convert::field(&options, "userHash"),
-                "options.userHash",
-            )?,
+        Ok(match kind {
+            0 => Payload::Identify {
+                user_id: convert::id(&a, "userId")?,
+                traits: convert::fields(&b, "traits")?.unwrap_or_default(),
+                user_hash: convert::optional_string(
+                    &convert::field(&c, "userHash"),
+                    "options.userHash",
+                )?,
+            },
+            1 => Payload::Track {
+                event: convert::optional_string(&a, "event")?.unwrap_or_default(),
+                properties: convert::fields(&b, "properties")?.unwrap_or_default(),
+            },
+            2 => Payload::Page {
+                name: convert::optional_string(&a, "name")?,
+                properties: convert::fields(&b, "properties")?.unwrap_or_default(),
+            },
+            3 => Payload::Group {
+                group_id: convert::required_id(&a, "groupId")?,
+                traits: convert::fields(&b, "traits")?.unwrap_or_default(),
+            },
+            4 => Payload::Alias {
+                user_id: convert::required_id(&a, "userId")?,
+                previous_id: convert::id(&b, "previousId")?,
+            },
+            _ => Payload::Response {
+                survey_id: convert::required_id(&a, "surveyId")?,
+                answers: convert::fields(&b, "answers")?.ok_or(Error::InvalidArgument {
+                    what: "answers",
+                    why: "must be an object of question → answer",
+                })?,
+            },
         })
     };
-    record(payload(), &meta)
-}
-
-/// `track(event, properties?)`.
-#[wasm_bindgen]
-pub fn track(event: JsValue, properties: JsValue, meta: JsValue) -> JsValue {
-    let payload = || {
-        Ok(Payload::Track {
-            event: convert::optional_string(&event, "event")?.unwrap_or_default(),
-            properties: convert::fields(&properties, "properties")?.unwrap_or_default(),
-        })
-    };
-    record(payload(), &meta)
-}
-
-/// `page(name?, properties?)`.
-#[wasm_bindgen]
-pub fn page(name: JsValue, properties: JsValue, meta: JsValue) -> JsValue {
-    let payload = || {
-        Ok(Payload::Page {
-            name: convert::optional_string(&name, "name")?,
-            properties: convert::fields(&properties, "properties")?.unwrap_or_default(),
-        })
-    };
-    record(payload(), &meta)
-}
-
-/// `group(groupId, traits?)`.
-#[wasm_bindgen]
-pub fn group(group_id: JsValue, traits: JsValue, meta: JsValue) -> JsValue {
-    let payload = || {
-        Ok(Payload::Group {
-            group_id: convert::required_id(&group_id, "groupId")?,
-            traits: convert::fields(&traits, "traits")?.unwrap_or_default(),
-        })
-    };
-    record(payload(), &meta)
-}
-
-/// `alias(userId, previousId?)`.
-#[wasm_bindgen]
-pub fn alias(user_id: JsValue, previous_id: JsValue, meta: JsValue) -> JsValue {
-    let payload = || {
-        Ok(Payload::Alias {
-            user_id: convert::required_id(&user_id, "userId")?,
-            previous_id: convert::id(&previous_id, "previousId")?,
-        })
-    };
-    record(payload(), &meta)
-}
-
-/// `respond(surveyId, answers)`: a survey response.
-#[wasm_bindgen]
-pub fn respond(survey_id: JsValue, answers: JsValue, meta: JsValue) -> JsValue {
-    let payload = || {
-        Ok(Payload::Response {
-            survey_id: convert::required_id(&survey_id, "surveyId")?,
-            answers: convert::fields(&answers, "answers")?.ok_or(Error::InvalidArgument {
-                what: "answers",
-                why: "must be an object of question → answer",
-            })?,
-        })
-    };
-    record(payload(), &meta)
+    record_call(payload(), &meta)
 }
 
 /// Forgets the user and mints a new anonymous id.
@@ -202,35 +175,30 @@ pub fn reset() -> JsValue {
     }))
 }
 
-/// Grants consent categories (all known ones when none are named).
+/// A change of consent: `change` 0 grants, 1 denies (the named categories, or every known
+/// one when none are named), 2 withdraws (erases what the SDK keeps in the browser and
+/// records the withdrawal). One export for the three, since each export costs the module
+/// a wrapper of its own.
 #[wasm_bindgen]
-pub fn grant(categories: JsValue) -> JsValue {
-    change_consent(&categories, Change::Grant)
+pub fn consent(change: u32, categories: JsValue) -> JsValue {
+    let change = match change {
+        0 => Change::Grant,
+        1 => Change::Deny,
+        _ => Change::Withdraw,
+    };
+    change_consent(&categories, change)
 }
 
-/// Denies consent categories (all known ones when none are named).
+/// What the SDK holds now; `null` before load. `which` 0: the consent state, as
+/// `{mode, status, categories, objection}`; 1: `{userId, anonymousId, queued, held}`, both
+/// ids `null` until known (the anonymous id until consent allows one). One export for
+/// both, since each export costs the module a wrapper of its own.
 #[wasm_bindgen]
-pub fn deny(categories: JsValue) -> JsValue {
-    change_consent(&categories, Change::Deny)
-}
-
-/// Withdraws consent: erases what the SDK keeps in the browser and records the withdrawal.
-#[wasm_bindgen]
-pub fn withdraw() -> JsValue {
-    change_consent(&JsValue::UNDEFINED, Change::Withdraw)
-}
-
-/// The consent state now, as `{mode, status, categories, objection}`; `null` before load.
-#[wasm_bindgen(js_name = consentState)]
-pub fn consent_state() -> JsValue {
-    with_state(|loaded| Ok(state_object(loaded))).unwrap_or(JsValue::NULL)
-}
-
-/// What the SDK holds now, as `{userId, anonymousId, queued, held}`; `null` before load.
-/// Both ids are `null` until known (the anonymous id until consent allows one).
-#[wasm_bindgen]
-pub fn status() -> JsValue {
+pub fn state(which: u32) -> JsValue {
     with_state(|loaded| {
+        if which == 0 {
+            return Ok(state_object(loaded));
+        }
         let object = Object::new();
         let id = |value: Option<&str>| value.map_or(JsValue::NULL, JsValue::from_str);
         set(&object, "userId", &id(loaded.sdk.user_id()));
@@ -347,25 +315,25 @@ fn config(write_key: &JsValue, options: &JsValue) -> Result<Config> {
     let mut config = Config::new(&write_key, &host)?;
 
     if let Some(count) = convert::count(&option("flushAt"), "flushAt")? {
-        config = config.with_flush_at(count as usize)?;
+        config.set_flush_at(count as usize)?;
     }
     if let Some(bytes) = convert::count(&option("flushBytes"), "flushBytes")? {
-        config = config.with_flush_bytes(bytes as usize)?;
+        config.set_flush_bytes(bytes as usize)?;
     }
     if let Some(millis) = convert::count(&option("flushInterval"), "flushInterval")? {
-        config = config.with_flush_interval_ms(millis)?;
+        config.set_flush_interval_ms(millis)?;
     }
     if let Some(bytes) = convert::count(&option("maxQueueBytes"), "maxQueueBytes")? {
-        config = config.with_max_queue_bytes(bytes as usize)?;
+        config.set_max_queue_bytes(bytes as usize)?;
     }
     if let Some(count) = convert::count(&option("maxPendingCalls"), "maxPendingCalls")? {
-        config = config.with_max_pending(count as usize)?;
+        config.set_max_pending(count as usize)?;
     }
     let retry = option("retry");
     let base = convert::count(&convert::field(&retry, "baseDelay"), "retry.baseDelay")?;
     let max = convert::count(&convert::field(&retry, "maxDelay"), "retry.maxDelay")?;
     if base.is_some() || max.is_some() {
-        config = config.with_retry(
+        config.set_retry(
             base.unwrap_or(Config::DEFAULT_RETRY_BASE_MS),
             max.unwrap_or(Config::DEFAULT_RETRY_MAX_MS),
         )?;
@@ -386,19 +354,18 @@ fn config(write_key: &JsValue, options: &JsValue) -> Result<Config> {
     };
     let categories = convert::categories(&convert::field(&consent, "categories"))?;
     let required = convert::categories(&convert::field(&consent, "required"))?;
-    config = config
-        .with_consent(
-            mode,
-            categories.unwrap_or_default(),
-            required.unwrap_or_default(),
-        )?
-        .with_honor_dnt(convert::field(&consent, "honorDoNotTrack").is_truthy())
-        .with_user_hash(convert::optional_string(&option("userHash"), "userHash")?);
+    config.set_consent(
+        mode,
+        categories.unwrap_or_default(),
+        required.unwrap_or_default(),
+    )?;
+    config.set_honor_dnt(convert::field(&consent, "honorDoNotTrack").is_truthy());
+    config.set_user_hash(convert::optional_string(&option("userHash"), "userHash")?);
     Ok(config)
 }
 
 /// Records a call whose arguments converted to `payload`.
-fn record(payload: Result<Payload>, meta: &JsValue) -> JsValue {
+fn record_call(payload: Result<Payload>, meta: &JsValue) -> JsValue {
     let outcome = payload.and_then(|payload| {
         let call = if meta.is_undefined() {
             Call::now(payload)
