@@ -6,7 +6,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use ebb_protocol::decode::DecodeError;
-use ebb_protocol::{ErrorBody, Rejection};
+use ebb_protocol::Rejection;
 use serde::Serialize;
 
 /// Result of collector operations.
@@ -83,6 +83,12 @@ pub enum ApiError {
     /// No route or file at this path.
     #[error("nothing is served at this path")]
     NotFound,
+    /// The path is served, but not with this method.
+    #[error("this path answers only {allow}")]
+    MethodNotAllowed {
+        /// The methods it answers, as the `Allow` header lists them.
+        allow: String,
+    },
     /// A fault on the server's side; the detail is logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -111,6 +117,7 @@ impl ApiError {
             Self::UserNotFound => "user_not_found",
             Self::InvalidQuery(_) => "invalid_query",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -122,12 +129,23 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct RejectedBody<'a> {
-    #[serde(flatten)]
-    error: ErrorBody,
-    accepted: usize,
-    rejected: &'a [Rejection],
+/// The body of every error answer: the fields of [`ebb_protocol::ErrorBody`], and for a batch
+/// with refused messages how many were stored and which were refused.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorResponse<'a> {
+    /// A `snake_case` code that names the problem, stable across releases.
+    error: String,
+    /// What is wrong and how to fix it.
+    message: String,
+    /// `messages_rejected`, `all_messages_rejected`: how many messages were stored (or
+    /// were already stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accepted: Option<usize>,
+    /// `messages_rejected`, `all_messages_rejected`: the refused messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Rejection>>)]
+    rejected: Option<&'a [Rejection]>,
 }
 
 impl ResponseError for ApiError {
@@ -151,6 +169,7 @@ impl ResponseError for ApiError {
             Self::EnvironmentNotFound(_) | Self::UserNotFound | Self::NotFound => {
                 StatusCode::NOT_FOUND
             }
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -164,9 +183,12 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        let error = ErrorBody {
-            error: self.code().to_owned(),
-            message,
+        let (accepted, rejected) = match self {
+            Self::AllRejected(rejected) => (Some(0), Some(rejected.as_slice())),
+            Self::PartiallyRejected { accepted, rejected } => {
+                (Some(*accepted), Some(rejected.as_slice()))
+            }
+            _ => (None, None),
         };
 
         let mut response = HttpResponse::build(self.status_code());
@@ -177,20 +199,16 @@ impl ResponseError for ApiError {
             Self::RateLimited { retry_after } => {
                 response.insert_header(("Retry-After", retry_after.to_string()));
             }
+            Self::MethodNotAllowed { allow } => {
+                response.insert_header(("Allow", allow.as_str()));
+            }
             _ => {}
         }
-        match self {
-            Self::AllRejected(rejected) => response.json(RejectedBody {
-                error,
-                accepted: 0,
-                rejected,
-            }),
-            Self::PartiallyRejected { accepted, rejected } => response.json(RejectedBody {
-                error,
-                accepted: *accepted,
-                rejected,
-            }),
-            _ => response.json(error),
-        }
+        response.json(ErrorResponse {
+            error: self.code().to_owned(),
+            message,
+            accepted,
+            rejected,
+        })
     }
 }

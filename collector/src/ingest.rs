@@ -16,60 +16,180 @@ use std::net::IpAddr;
 
 use actix_web::dev::Decompress;
 use actix_web::http::header::ORIGIN;
-use actix_web::http::Method;
 use actix_web::web::{self, BytesMut};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{options, post, HttpRequest, HttpResponse};
 use chrono::Utc;
 use ebb_protocol::decode::{decode_batch, decode_single, event_time, Envelope};
+use ebb_protocol::openapi::{
+    AliasBody, BatchBody, GroupBody, IdentifyBody, PageBody, ScreenBody, TrackBody,
+};
 use ebb_protocol::{Message, MessageType, Rejection, SuccessBody, MAX_BATCH_BYTES};
 use futures_util::StreamExt as _;
 use serde_json::Value;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::{basic_write_key, user_hash_is_valid};
-use crate::error::{ApiError, Result};
+use crate::error::{ApiError, ErrorResponse, Result};
 use crate::metrics;
 use crate::server::AppState;
 use crate::store::{Accepted, Environment, WriteBatch, WriteReport};
 
-const BATCH_ROUTES: [&str; 3] = ["/v1/batch", "/v1/import", "/v1/b"];
-
-const SINGLE_ROUTES: [(&str, MessageType); 6] = [
-    ("/v1/identify", MessageType::Identify),
-    ("/v1/track", MessageType::Track),
-    ("/v1/page", MessageType::Page),
-    ("/v1/screen", MessageType::Screen),
-    ("/v1/group", MessageType::Group),
-    ("/v1/alias", MessageType::Alias),
-];
-
 /// Registers the ingest routes, each with its CORS preflight.
-pub fn routes(config: &mut web::ServiceConfig) {
-    for path in BATCH_ROUTES {
-        config.route(path, web::post().to(batch));
-    }
-    for (path, kind) in SINGLE_ROUTES {
-        config.route(
-            path,
-            web::post().to(
-                move |req: HttpRequest, body: web::Payload, state: web::Data<AppState>| async move {
-                    let body = read_body(&req, body).await?;
-                    ingest(&req, &state, decode_single(&body, kind)?).await
-                },
-            ),
-        );
-    }
-    for path in BATCH_ROUTES
-        .into_iter()
-        .chain(SINGLE_ROUTES.map(|(path, _)| path))
-    {
-        config.route(path, web::method(Method::OPTIONS).to(preflight));
-    }
+pub fn routes(config: &mut ServiceConfig) {
+    config
+        .service(post_batch)
+        .service(post_import)
+        .service(post_b)
+        .service(post_identify)
+        .service(post_track)
+        .service(post_page)
+        .service(post_screen)
+        .service(post_group)
+        .service(post_alias)
+        .service(preflight_batch)
+        .service(preflight_import)
+        .service(preflight_b)
+        .service(preflight_identify)
+        .service(preflight_track)
+        .service(preflight_page)
+        .service(preflight_screen)
+        .service(preflight_group)
+        .service(preflight_alias);
 }
+
+/// Every answer of an ingest route.
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum IngestResponses {
+    /// Every message is stored, or was already stored (a retry).
+    #[response(status = 200)]
+    Stored(SuccessBody),
+    /// The body is unreadable (not JSON, broken compression), holds no message, or some of
+    /// its messages were refused: then `rejected` lists them by index and reason and
+    /// `accepted` counts the others, which are stored.
+    #[response(status = 400)]
+    Refused(ErrorResponse<'static>),
+    /// No write key was sent, or it names no environment.
+    #[response(status = 401)]
+    Unauthorized(ErrorResponse<'static>),
+    /// The browser's `Origin` is not on the environment's allow-list.
+    #[response(status = 403)]
+    OriginNotAllowed(ErrorResponse<'static>),
+    /// The body is larger than 500 KiB after decompression.
+    #[response(status = 413)]
+    TooLarge(ErrorResponse<'static>),
+    /// The write key sent more requests per second than the collector's rate limit.
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "seconds until a request is taken again"))
+    )]
+    RateLimited(ErrorResponse<'static>),
+}
+
+/// One ingest route and its CORS preflight: the body is read, decoded with `$decode` and
+/// ingested. The attributes describe it in the OpenAPI description.
+macro_rules! ingest_route {
+    (
+        $(#[doc = $doc:literal])*
+        $handler:ident, $preflight:ident, $path:literal, $body:ty, $decode:expr
+    ) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            tag = "ingest",
+            request_body(
+                content(($body = "application/json"), ($body = "text/plain")),
+                description = "JSON under any of these content types, optionally with \
+                    `Content-Encoding: gzip`",
+            ),
+            params((
+                "Sec-GPC" = Option<String>,
+                Header,
+                description = "`1`: the visitor's browser objects to tracking; stored as \
+                    `context.gpc`"
+            )),
+            responses(IngestResponses),
+            security(("writeKey" = []), ()),
+        )]
+        #[post($path)]
+        async fn $handler(
+            req: HttpRequest,
+            body: web::Payload,
+            state: web::Data<AppState>,
+        ) -> Result<HttpResponse> {
+            let body = read_body(&req, body).await?;
+            ingest(&req, &state, ($decode)(&body)?).await
+        }
+
+        #[doc = concat!("CORS preflight of `POST ", $path, "`.")]
+        #[utoipa::path(tag = "ingest", responses(PreflightResponse))]
+        #[options($path)]
+        async fn $preflight() -> HttpResponse {
+            preflight()
+        }
+    };
+}
+
+ingest_route!(
+    /// Stores a batch of messages of any types.
+    post_batch, preflight_batch, "/v1/batch", BatchBody, decode_batch
+);
+ingest_route!(
+    /// Stores a batch of messages: `/v1/batch` under the name some libraries use.
+    post_import, preflight_import, "/v1/import", BatchBody, decode_batch
+);
+ingest_route!(
+    /// Stores a batch of messages: `/v1/batch` under its short name.
+    post_b, preflight_b, "/v1/b", BatchBody, decode_batch
+);
+ingest_route!(
+    /// Stores one `identify`: who the user is, and their traits.
+    post_identify, preflight_identify, "/v1/identify", IdentifyBody,
+    |body: &[u8]| decode_single(body, MessageType::Identify)
+);
+ingest_route!(
+    /// Stores one `track`: something the user did.
+    post_track, preflight_track, "/v1/track", TrackBody,
+    |body: &[u8]| decode_single(body, MessageType::Track)
+);
+ingest_route!(
+    /// Stores one `page`: a page view.
+    post_page, preflight_page, "/v1/page", PageBody,
+    |body: &[u8]| decode_single(body, MessageType::Page)
+);
+ingest_route!(
+    /// Stores one `screen`: a screen view in an app.
+    post_screen, preflight_screen, "/v1/screen", ScreenBody,
+    |body: &[u8]| decode_single(body, MessageType::Screen)
+);
+ingest_route!(
+    /// Stores one `group`: the user's membership of a group.
+    post_group, preflight_group, "/v1/group", GroupBody,
+    |body: &[u8]| decode_single(body, MessageType::Group)
+);
+ingest_route!(
+    /// Stores one `alias`: two ids name one user.
+    post_alias, preflight_alias, "/v1/alias", AliasBody,
+    |body: &[u8]| decode_single(body, MessageType::Alias)
+);
+
+/// The answer to a CORS preflight.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 204,
+    description = "Any origin may send; the request itself is then checked against the \
+        environment's allow-list.",
+    headers(
+        ("Access-Control-Allow-Methods" = String),
+        ("Access-Control-Allow-Headers" = String),
+        ("Access-Control-Max-Age" = u32),
+    )
+)]
+struct PreflightResponse;
 
 /// Answers a CORS preflight. It cannot know the environment (a preflight carries no write
 /// key), so it admits every origin; the request itself is then checked against the
 /// environment's allow-list.
-async fn preflight() -> HttpResponse {
+fn preflight() -> HttpResponse {
     HttpResponse::NoContent()
         .insert_header(("Access-Control-Allow-Methods", "POST, OPTIONS"))
         .insert_header((
@@ -78,15 +198,6 @@ async fn preflight() -> HttpResponse {
         ))
         .insert_header(("Access-Control-Max-Age", "86400"))
         .finish()
-}
-
-async fn batch(
-    req: HttpRequest,
-    body: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    let body = read_body(&req, body).await?;
-    ingest(&req, &state, decode_batch(&body)?).await
 }
 
 /// Reads the body, decompressing it as `Content-Encoding` says, and refuses it once it

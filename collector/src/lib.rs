@@ -19,7 +19,8 @@
 //! [`config`] reads settings; [`server`] wires routes, state and static files; [`ingest`]
 //! and [`admin`] are the two APIs; [`auth`] checks write keys and admin tokens; [`store`]
 //! owns every query; [`bootstrap`] creates the default environment and admin token on the
-//! first start; [`error`] is the one mapping from failures to HTTP answers.
+//! first start; [`error`] is the one mapping from failures to HTTP answers; [`openapi`]
+//! describes every route, from the same registrations that serve them.
 
 #![forbid(unsafe_code)]
 
@@ -32,6 +33,7 @@ pub mod error;
 pub mod ingest;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod segment;
 pub mod server;

@@ -9,21 +9,23 @@ use actix_files::Files;
 use actix_web::body::MessageBody;
 use actix_web::dev::{fn_service, Service as _, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue, ORIGIN};
-use actix_web::{web, App, HttpResponse, HttpServer, ResponseError as _};
+use actix_web::{get, web, App, HttpResponse, HttpServer, ResponseError as _};
 use anyhow::Context as _;
 use futures_util::future::FutureExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
+use serde::Serialize;
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::AppExt as _;
 
 use crate::bootstrap::{self, Bootstrapped};
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 use crate::jobs::JobRunner;
 use crate::rate_limit::RateLimit;
 use crate::store::writer::Writer;
 use crate::store::{EnvironmentId, Store};
 use crate::sweeper::Sweeper;
-use crate::{admin, ingest, metrics};
+use crate::{admin, ingest, metrics, openapi};
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -98,8 +100,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let www_dir = config.www_dir.clone();
     let app_state = state.clone();
     let server = HttpServer::new(move || {
-        App::new()
+        let (app, document) = App::new()
+            .into_utoipa_app()
+            .openapi(openapi::base())
+            .configure(ingest::routes)
+            .configure(admin::routes)
+            .configure(routes)
+            .configure(openapi::routes)
+            .split_for_parts();
+        let served = openapi::Served(openapi::to_json(&document).to_string().into());
+
+        let mut app = app
             .app_data(app_state.clone())
+            .app_data(web::Data::new(served))
             .app_data(
                 web::QueryConfig::default()
                     .error_handler(|error, _| ApiError::InvalidQuery(error.to_string()).into()),
@@ -110,30 +123,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     .error_handler(|error, _| {
                         ApiError::InvalidRequest(format!("the body is not valid: {error}")).into()
                     }),
-            )
-            .wrap_fn(|req, service| {
-                let observed = observe(&req);
-                service
-                    .call(req)
-                    .map(move |response| response.map(|r| observed.finish(r)))
-            })
-            .configure(ingest::routes)
-            .configure(admin::routes)
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(render_metrics))
-            .route("/demo/config.json", web::get().to(demo_config))
-            .route("/demo/user-hash", web::get().to(demo_user_hash))
-            .service(
-                Files::new("/", &www_dir)
-                    .index_file("index.html")
-                    .redirect_to_slash_directory()
-                    .default_handler(fn_service(|req: ServiceRequest| async {
-                        let (req, _) = req.into_parts();
-                        let response = ApiError::NotFound.error_response();
-                        Ok(ServiceResponse::new(req, response))
-                    })),
-            )
+            );
+        for resource in openapi::method_fallbacks(&document) {
+            app = app.service(resource);
+        }
+        app.service(
+            Files::new("/", &www_dir)
+                .index_file("index.html")
+                .redirect_to_slash_directory()
+                .default_handler(fn_service(|req: ServiceRequest| async {
+                    let (req, _) = req.into_parts();
+                    let response = ApiError::NotFound.error_response();
+                    Ok(ServiceResponse::new(req, response))
+                })),
+        )
+        .wrap_fn(|req, service| {
+            let observed = observe(&req);
+            service
+                .call(req)
+                .map(move |response| response.map(|r| observed.finish(r)))
+        })
     })
     .bind(config.listen)
     .with_context(|| format!("while binding {}", config.listen))?
@@ -241,24 +250,68 @@ impl Observed {
     }
 }
 
-/// `GET /healthz`: the process serves.
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+/// The operations routes: health, readiness, metrics, and what the demo site needs.
+fn routes(config: &mut ServiceConfig) {
+    config
+        .service(healthz)
+        .service(readyz)
+        .service(render_metrics)
+        .service(demo_config)
+        .service(demo_user_hash);
 }
 
-/// `GET /readyz`: the database answers.
+/// The answer of `/healthz` and `/readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok` (healthz), `ready` or `unavailable` (readyz).
+    status: &'static str,
+    /// Why the collector is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+/// The process serves.
+#[utoipa::path(tag = "operations", responses((status = 200, body = Health)))]
+#[get("/healthz")]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        reason: None,
+    })
+}
+
+/// The database answers.
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "The database does not answer", body = Health),
+    )
+)]
+#[get("/readyz")]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Ok(()) => HttpResponse::Ok().json(Health {
+            status: "ready",
+            reason: None,
+        }),
         Err(error) => {
             tracing::warn!(error = %error, "readiness check failed");
-            HttpResponse::ServiceUnavailable()
-                .json(json!({ "status": "unavailable", "reason": "the database does not answer" }))
+            HttpResponse::ServiceUnavailable().json(Health {
+                status: "unavailable",
+                reason: Some("the database does not answer"),
+            })
         }
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// Metrics in the Prometheus text format: requests, messages by outcome, batch sizes,
+/// commit latency, group sizes, pool use.
+#[utoipa::path(
+    tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String))
+)]
+#[get("/metrics")]
 async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
     metrics::record_pool(state.store.pool_use());
     HttpResponse::Ok()
@@ -266,20 +319,53 @@ async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-/// `GET /demo/config.json`: what the demo page needs to load the SDK.
-async fn demo_config(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "writeKey": state.demo_write_key }))
+/// What the demo page needs to load the SDK.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct DemoConfig {
+    /// The default environment's write key.
+    write_key: String,
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// What the demo page needs to load the SDK.
+#[utoipa::path(tag = "demo", responses((status = 200, body = DemoConfig)))]
+#[get("/demo/config.json")]
+async fn demo_config(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(DemoConfig {
+        write_key: state.demo_write_key.clone(),
+    })
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DemoUser {
+    /// The user id to compute the hash of.
     #[serde(rename = "userId")]
+    #[param(rename = "userId")]
     user_id: String,
 }
 
-/// `GET /demo/user-hash?userId=…`: what a site's server computes for identity
-/// verification, here for the demo's login form. Off unless `EBB_DEMO_USER_HASH` is set;
-/// `null` when the default environment has verification off.
+/// The demo login's identity-verification hash.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct DemoUserHash {
+    /// The hex HMAC-SHA256 of the user id; `null` when verification is off.
+    user_hash: Option<String>,
+}
+
+/// What a site's server computes for identity verification, here for the demo's login
+/// form. Off unless `EBB_DEMO_USER_HASH` is set; `null` when the default environment has
+/// verification off.
+#[utoipa::path(
+    tag = "demo",
+    params(DemoUser),
+    responses(
+        (status = 200, body = DemoUserHash),
+        (status = 400, description = "No `userId`", body = ErrorResponse),
+        (status = 404, description = "The demo's hash is off", body = ErrorResponse),
+    )
+)]
+#[get("/demo/user-hash")]
 async fn demo_user_hash(
     state: web::Data<AppState>,
     query: web::Query<DemoUser>,
@@ -298,7 +384,7 @@ async fn demo_user_hash(
         mac.update(query.user_id.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     });
-    Ok(HttpResponse::Ok().json(json!({ "userHash": hash })))
+    Ok(HttpResponse::Ok().json(DemoUserHash { user_hash: hash }))
 }
 
 /// Tells the operator where to go. This is output for a person, not a log line; the first

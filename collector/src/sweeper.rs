@@ -25,7 +25,7 @@ const CHUNK_USERS: i64 = 500;
 const LEASE: Duration = Duration::from_secs(60);
 
 /// What one sweep of one environment did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SweepRun {
     /// The environment swept.
@@ -33,6 +33,7 @@ pub struct SweepRun {
     /// Users deleted.
     pub users: u64,
     /// Rows removed per table.
+    #[schema(value_type = BTreeMap<String, u64>)]
     pub removed: Counts,
     /// The audit entry recording the sweep.
     pub audit_entry: i64,

@@ -44,6 +44,16 @@ macro_rules! string_id {
                 deserializer.deserialize_any(IdVisitor).map(Self)
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -59,6 +69,28 @@ string_id!(
     /// The client-chosen id of one message, the key for deduplicating retries (`messageId`).
     MessageId
 );
+
+/// What an id accepts, as JSON Schema: text of at most [`MAX_ID_CHARS`] characters, or an
+/// integer that fits 64 bits (larger ones would arrive as floats, which are refused).
+#[cfg(feature = "openapi")]
+fn id_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(crate::MAX_ID_CHARS));
+    let number = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(utoipa::Number::Int(i64::MIN as isize)))
+        .maximum(Some(utoipa::Number::UInt(u64::MAX as usize)));
+    OneOfBuilder::new()
+        .item(text)
+        .item(number)
+        .description(Some(
+            "a string, or an integer that is read as its decimal text",
+        ))
+        .into()
+}
 
 /// Accepts a string or an integer; anything else is an error naming what was found.
 struct IdVisitor;

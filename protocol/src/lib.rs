@@ -8,7 +8,8 @@
 //! With the default `server` feature the crate also decodes what real clients send, leniently
 //! (see [`decode`]): traits that only arrive in `context.traits`, `anonymousId: null`, numeric
 //! ids, offsets like `+00:00` with microseconds, and batch-level `context` and `sentAt`. The
-//! SDK turns the feature off; it only serialises messages.
+//! SDK turns the feature off; it only serialises messages. The `openapi` feature adds the
+//! JSON Schemas of these types for the collector's OpenAPI description (see [`openapi`]).
 //!
 //! ```
 //! use ebb_protocol::{Message, MessageType};
@@ -25,6 +26,8 @@
 pub mod decode;
 mod ids;
 mod message;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 mod response;
 
 pub use ids::{AnonymousId, MessageId, UserId};

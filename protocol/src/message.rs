@@ -7,6 +7,7 @@ use crate::{AnonymousId, MessageId, UserId};
 
 /// What a message records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum MessageType {
     /// Who the user is, and their traits.
@@ -45,6 +46,7 @@ impl MessageType {
 /// Unknown fields are ignored rather than fatal, because clients add their own. Timestamps
 /// stay text here; the collector parses them leniently (see `decode::parse_timestamp`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     /// What the message records.

@@ -5,62 +5,45 @@
 //! to the request that made them. Purging or deleting an environment asks for its name as
 //! confirmation (`{"confirm": "<name>"}`), since neither can be undone.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{delete, get, patch, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::answers::{Conflict, Forbidden, Invalid, NotFound, Unauthorized};
 use super::authorized;
 use crate::auth::Admin;
 use crate::bootstrap::generate_secret;
 use crate::error::{ApiError, Result};
 use crate::server::AppState;
-use crate::store::{Environment, EnvironmentChanges};
+use crate::store::{Environment, EnvironmentChanges, Receipt};
 
 /// The longest environment name, in characters.
 const MAX_NAME_CHARS: usize = 100;
 
 /// Registers the routes.
-pub fn routes(config: &mut web::ServiceConfig) {
+pub fn routes(config: &mut ServiceConfig) {
     config
-        .route("/admin/v1/environments", web::get().to(list_environments))
-        .route("/admin/v1/environments", web::post().to(create_environment))
-        .route(
-            "/admin/v1/environments/{environment}",
-            web::get().to(get_environment),
-        )
-        .route(
-            "/admin/v1/environments/{environment}",
-            web::patch().to(update_environment),
-        )
-        .route(
-            "/admin/v1/environments/{environment}",
-            web::delete().to(delete_environment),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/purge",
-            web::post().to(purge_environment),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/write-key",
-            web::post().to(rotate_write_key),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/identity-secret",
-            web::post().to(rotate_identity_secret),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/identity-secret",
-            web::delete().to(remove_identity_secret),
-        );
+        .service(list_environments)
+        .service(create_environment)
+        .service(get_environment)
+        .service(update_environment)
+        .service(delete_environment)
+        .service(purge_environment)
+        .service(rotate_write_key)
+        .service(rotate_identity_secret)
+        .service(remove_identity_secret);
 }
 
 /// An environment as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EnvironmentView {
     #[serde(flatten)]
     environment: Environment,
+    /// Whether messages naming a user must carry `context.userHash`.
     identity_verification: bool,
+    /// The write keys that send to it.
     write_keys: Vec<String>,
 }
 
@@ -73,7 +56,16 @@ async fn view(state: &AppState, environment: Environment) -> Result<EnvironmentV
     })
 }
 
-/// `GET /admin/v1/environments`: every environment the token may see.
+/// Every environment the token may see.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = Vec<EnvironmentView>),
+        (status = 401, response = Unauthorized),
+    )
+)]
+#[get("/admin/v1/environments")]
 async fn list_environments(admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse> {
     let mut views = Vec::new();
     for environment in state.store.environments().await? {
@@ -84,13 +76,31 @@ async fn list_environments(admin: Admin, state: web::Data<AppState>) -> Result<H
     Ok(HttpResponse::Ok().json(views))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewEnvironment {
+    /// Its unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f]"
+    )]
     name: String,
 }
 
-/// `POST /admin/v1/environments` `{"name": …}`: a new environment with a fresh write key.
+/// A new environment with a fresh write key; takes a token for every environment.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    responses(
+        (status = 201, body = EnvironmentView),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+    )
+)]
+#[post("/admin/v1/environments")]
 async fn create_environment(
     admin: Admin,
     body: web::Json<NewEnvironment>,
@@ -111,7 +121,19 @@ async fn create_environment(
     Ok(HttpResponse::Created().json(view(&state, environment).await?))
 }
 
-/// `GET /admin/v1/environments/{environment}`.
+/// One environment.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 200, body = EnvironmentView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/admin/v1/environments/{environment}")]
 async fn get_environment(
     admin: Admin,
     path: web::Path<String>,
@@ -121,15 +143,52 @@ async fn get_environment(
     Ok(HttpResponse::Ok().json(view(&state, environment).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct EnvironmentUpdate {
+    /// A new unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f]"
+    )]
     name: Option<String>,
+    /// The browser origins that may send (`https://shop.example`, or `*`); empty: any.
+    #[schema(schema_with = origins_schema)]
     allowed_origins: Option<Vec<String>>,
+    /// Whether to keep client IP addresses.
     store_ip: Option<bool>,
 }
 
-/// `PATCH /admin/v1/environments/{environment}`: rename, browser origins, IP storage.
+/// What [`valid_origins`] takes: `*`, or `scheme://host[:port]` with nothing after.
+fn origins_schema() -> utoipa::openapi::schema::Array {
+    let origin = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(r"^(\*|[A-Za-z0-9+.-]+://[^/?# ]+)$"));
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::Type::Array,
+            utoipa::openapi::Type::Null,
+        ]))
+        .items(origin)
+        .build()
+}
+
+/// Renames the environment, sets its browser origins or its IP storage.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 200, body = EnvironmentView),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
+#[patch("/admin/v1/environments/{environment}")]
 async fn update_environment(
     admin: Admin,
     path: web::Path<String>,
@@ -166,8 +225,27 @@ async fn update_environment(
     Ok(HttpResponse::Ok().json(view(&state, updated).await?))
 }
 
-/// `POST /admin/v1/environments/{environment}/write-key`: a new write key replaces every
-/// old one at once.
+/// A new write key for the environment, shown in this answer only.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct NewWriteKey {
+    /// The environment's only write key from now on.
+    write_key: String,
+}
+
+/// Rotates the write key: a new one replaces every old one at once.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 200, body = NewWriteKey),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[post("/admin/v1/environments/{environment}/write-key")]
 async fn rotate_write_key(
     admin: Admin,
     path: web::Path<String>,
@@ -182,11 +260,31 @@ async fn rotate_write_key(
         .await?;
 
     tracing::info!(env.id = %environment.id, "write key rotated");
-    Ok(HttpResponse::Ok().json(json!({ "writeKey": write_key })))
+    Ok(HttpResponse::Ok().json(NewWriteKey { write_key }))
 }
 
-/// `POST /admin/v1/environments/{environment}/identity-secret`: turns identity
-/// verification on with a new secret (or rotates it), shown in this answer only.
+/// A new identity-verification secret, shown in this answer only.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct NewIdentitySecret {
+    /// The key of the HMAC-SHA256 that `context.userHash` must carry.
+    identity_secret: String,
+}
+
+/// Turns identity verification on with a new secret (or rotates it): from now on every
+/// message with a `userId` must carry `context.userHash`.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 200, body = NewIdentitySecret),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[post("/admin/v1/environments/{environment}/identity-secret")]
 async fn rotate_identity_secret(
     admin: Admin,
     path: web::Path<String>,
@@ -205,10 +303,24 @@ async fn rotate_identity_secret(
         .await?;
 
     tracing::info!(env.id = %environment.id, "identity secret set");
-    Ok(HttpResponse::Ok().json(json!({ "identitySecret": secret })))
+    Ok(HttpResponse::Ok().json(NewIdentitySecret {
+        identity_secret: secret,
+    }))
 }
 
-/// `DELETE /admin/v1/environments/{environment}/identity-secret`: verification off.
+/// Turns identity verification off.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 204, description = "Verification is off"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[delete("/admin/v1/environments/{environment}/identity-secret")]
 async fn remove_identity_secret(
     admin: Admin,
     path: web::Path<String>,
@@ -265,9 +377,10 @@ fn valid_origins(origins: Vec<String>) -> Result<Vec<String>> {
 }
 
 /// The confirmation that purging or deleting an environment asks for.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Confirmation {
+    /// The environment's name.
     confirm: String,
 }
 
@@ -281,8 +394,22 @@ fn confirmed(environment: &Environment, confirmation: Option<&Confirmation>) -> 
     }
 }
 
-/// `POST /admin/v1/environments/{environment}/purge` `{"confirm": "<name>"}`: deletes all
-/// user data of the environment at once; the environment, its keys and settings remain.
+/// Deletes all user data of the environment at once; the environment, its keys and
+/// settings remain. Confirmed with `{"confirm": "<its name>"}`; anything else is refused.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    request_body = Confirmation,
+    responses(
+        (status = 200, description = "What was deleted", body = Receipt),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[post("/admin/v1/environments/{environment}/purge")]
 async fn purge_environment(
     admin: Admin,
     path: web::Path<String>,
@@ -301,9 +428,24 @@ async fn purge_environment(
     Ok(HttpResponse::Ok().json(receipt))
 }
 
-/// `DELETE /admin/v1/environments/{environment}` `{"confirm": "<name>"}`: removes the
-/// environment with all its data, keys and settings; its write keys stop working at once.
-/// The default environment, which the demo site uses, can be purged but not deleted.
+/// Removes the environment with all its data, keys and settings; its write keys stop
+/// working at once. Confirmed with `{"confirm": "<its name>"}`. The default environment,
+/// which the demo site uses, can be purged but not deleted.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    request_body = Confirmation,
+    responses(
+        (status = 200, description = "What was deleted", body = Receipt),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
+#[delete("/admin/v1/environments/{environment}")]
 async fn delete_environment(
     admin: Admin,
     path: web::Path<String>,

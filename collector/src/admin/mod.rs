@@ -11,18 +11,17 @@ mod segments;
 mod tokens;
 mod users;
 
-use actix_web::web;
-
 use serde::Deserialize;
 pub use users::to_batches as export_batches;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::Admin;
-use crate::error::{ApiError, Result};
+use crate::error::{ApiError, ErrorResponse, Result};
 use crate::server::AppState;
 use crate::store::Environment;
 
 /// Registers every admin route.
-pub fn routes(config: &mut web::ServiceConfig) {
+pub fn routes(config: &mut ServiceConfig) {
     environments::routes(config);
     retention::routes(config);
     segments::routes(config);
@@ -59,8 +58,11 @@ fn stored_id(id: &str) -> Result<&str> {
 
 /// Selects the environment a request about users is for: `?environment=<id or name>`;
 /// without it, the token's own environment, or the default one.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EnvironmentQuery {
+    /// The environment's id or name; without it, the token's own environment or the
+    /// default one.
     environment: Option<String>,
 }
 
@@ -70,4 +72,32 @@ impl EnvironmentQuery {
         let named = self.environment.as_deref().unwrap_or(fallback.as_str());
         authorized(state, admin, named).await
     }
+}
+
+/// The answers admin routes share, named in the description's `components.responses`.
+/// The types only name a body for the description; no value of them is ever built.
+#[allow(dead_code)]
+pub mod answers {
+    use super::ErrorResponse;
+
+    /// A body or parameter that is not valid for the route.
+    #[derive(Debug, utoipa::ToResponse)]
+    pub struct Invalid(ErrorResponse<'static>);
+
+    /// No admin token (`missing_admin_token`), or an unknown one (`invalid_admin_token`).
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
+    pub struct Unauthorized(ErrorResponse<'static>);
+
+    /// The token is for another environment, or the route needs a token for all of them.
+    #[derive(Debug, utoipa::ToResponse)]
+    pub struct Forbidden(ErrorResponse<'static>);
+
+    /// No environment, user, job, token or tombstone is named so.
+    #[derive(Debug, utoipa::ToResponse)]
+    pub struct NotFound(ErrorResponse<'static>);
+
+    /// The request conflicts with what is stored or running.
+    #[derive(Debug, utoipa::ToResponse)]
+    pub struct Conflict(ErrorResponse<'static>);
 }

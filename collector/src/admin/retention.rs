@@ -1,34 +1,35 @@
 //! `/admin/v1/environments/{environment}/retention`: the rule, what it would delete now,
 //! and a sweep on request.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, post, put, web, HttpResponse};
 use chrono::Utc;
+use serde::Serialize;
 use serde_json::json;
+use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::answers::{Conflict, Forbidden, Invalid, NotFound, Unauthorized};
 use super::authorized;
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
 use crate::server::AppState;
-use crate::store::{Environment, EnvironmentChanges, RetentionRule};
+use crate::store::{Environment, EnvironmentChanges, RetentionPreview, RetentionRule};
+use crate::sweeper::SweepRun;
 
 /// The longest retention period accepted, in days (100 years).
 const MAX_DAYS: u32 = 36_500;
 
 /// Registers the routes.
-pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route(
-            "/admin/v1/environments/{environment}/retention",
-            web::get().to(get_rule),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/retention",
-            web::put().to(set_rule),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/retention/sweep",
-            web::post().to(sweep),
-        );
+pub fn routes(config: &mut ServiceConfig) {
+    config.service(get_rule).service(set_rule).service(sweep);
+}
+
+/// A retention rule and what it would do now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct RuleView {
+    /// The rule.
+    rule: RetentionRule,
+    /// How many users it would delete now, and the users by days since last seen.
+    preview: RetentionPreview,
 }
 
 async fn rule_and_preview(state: &AppState, environment: &Environment) -> Result<HttpResponse> {
@@ -37,11 +38,23 @@ async fn rule_and_preview(state: &AppState, environment: &Environment) -> Result
         .store
         .retention_preview(&environment.id, &rule, Utc::now())
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "rule": rule, "preview": preview })))
+    Ok(HttpResponse::Ok().json(RuleView { rule, preview }))
 }
 
-/// `GET …/retention`: the rule, how many users it would delete now, and the users by days
-/// since last seen.
+/// The environment's retention rule, how many users it would delete now, and the users by
+/// days since last seen.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 200, body = RuleView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/admin/v1/environments/{environment}/retention")]
 async fn get_rule(
     admin: Admin,
     path: web::Path<String>,
@@ -51,7 +64,21 @@ async fn get_rule(
     rule_and_preview(&state, &environment).await
 }
 
-/// `PUT …/retention` `{"days": 365, "daysWithoutResponse": 90}`; `null` turns a part off.
+/// Sets the retention rule, such as `{"days": 365, "daysWithoutResponse": 90}`; `null`
+/// or a missing field turns that part off.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 200, body = RuleView),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[put("/admin/v1/environments/{environment}/retention")]
 async fn set_rule(
     admin: Admin,
     path: web::Path<String>,
@@ -95,7 +122,20 @@ async fn set_rule(
     rule_and_preview(&state, &updated).await
 }
 
-/// `POST …/retention/sweep`: applies the rule now and answers with what went.
+/// Applies the retention rule now and answers with what went.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 200, body = SweepRun),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
+#[post("/admin/v1/environments/{environment}/retention/sweep")]
 async fn sweep(
     admin: Admin,
     path: web::Path<String>,

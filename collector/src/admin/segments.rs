@@ -1,16 +1,19 @@
 //! Segments: users matching a filter (see [`crate::segment`] for the language), their
 //! count and a sample, and deleting them all as a background job with progress.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::answers::{Forbidden, Invalid, NotFound, Unauthorized};
 use super::authorized;
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
 use crate::segment::Filter;
 use crate::server::AppState;
+use crate::store::{Job, UserSummary};
 
 /// Users in a preview's sample.
 const SAMPLE: i64 = 10;
@@ -19,43 +22,51 @@ const SAMPLE: i64 = 10;
 const MAX_PAGE: i64 = 200;
 
 /// Registers the routes.
-pub fn routes(config: &mut web::ServiceConfig) {
+pub fn routes(config: &mut ServiceConfig) {
     config
-        .route(
-            "/admin/v1/environments/{environment}/segments/preview",
-            web::post().to(preview),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/segments/users",
-            web::post().to(list_users),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/segments/delete",
-            web::post().to(delete),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/jobs",
-            web::get().to(list_jobs),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/jobs/{id}",
-            web::get().to(get_job),
-        )
-        .route(
-            "/admin/v1/environments/{environment}/jobs/{id}/cancel",
-            web::post().to(cancel_job),
-        );
+        .service(preview)
+        .service(list_users)
+        .service(delete)
+        .service(list_jobs)
+        .service(get_job)
+        .service(cancel_job);
 }
 
-#[derive(Debug, Deserialize)]
+/// A segment: a filter, and for a page of its users where the page starts and how long
+/// it is.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SegmentRequest {
+    /// The filter (see the `SegmentFilter` schema); without it, everyone.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::segment_filter_field)]
     filter: Option<Value>,
+    /// `…/segments/users`: users per page.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// `…/segments/users`: users to skip.
     #[serde(default)]
+    #[schema(minimum = 0)]
     offset: Option<i64>,
+}
+
+/// How many users match a filter, and a few of them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SegmentPreview {
+    /// Users matching.
+    count: u64,
+    /// Up to ten of them, most recently seen first.
+    sample: Vec<UserSummary>,
+}
+
+/// A page of the users matching a filter.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SegmentPage {
+    /// Users matching.
+    count: u64,
+    /// This page of them, most recently seen first.
+    users: Vec<UserSummary>,
 }
 
 impl SegmentRequest {
@@ -66,7 +77,20 @@ impl SegmentRequest {
     }
 }
 
-/// `POST …/segments/preview` `{"filter": …}`: how many users match, and a few of them.
+/// How many users match the filter, and a few of them.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 200, body = SegmentPreview),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[post("/admin/v1/environments/{environment}/segments/preview")]
 async fn preview(
     admin: Admin,
     path: web::Path<String>,
@@ -86,11 +110,24 @@ async fn preview(
         .segment_users(&environment.id, &filter, now, SAMPLE, 0)
         .await?;
 
-    Ok(HttpResponse::Ok().json(json!({ "count": count, "sample": sample })))
+    Ok(HttpResponse::Ok().json(SegmentPreview { count, sample }))
 }
 
-/// `POST …/segments/users` `{"filter": …, "limit": 50, "offset": 0}`: a page of the
-/// matching users, most recently seen first, with the total count.
+/// A page of the users matching the filter (`limit` 50 and `offset` 0 unless given), most
+/// recently seen first, with the total count.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 200, body = SegmentPage),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[post("/admin/v1/environments/{environment}/segments/users")]
 async fn list_users(
     admin: Admin,
     path: web::Path<String>,
@@ -116,11 +153,24 @@ async fn list_users(
         .segment_users(&environment.id, &filter, now, limit, offset)
         .await?;
 
-    Ok(HttpResponse::Ok().json(json!({ "count": count, "users": users })))
+    Ok(HttpResponse::Ok().json(SegmentPage { count, users }))
 }
 
-/// `POST …/segments/delete` `{"filter": …}`: starts a job that deletes every matching user
-/// and answers `202` with it; follow it at `…/jobs/{id}`.
+/// Starts a job that deletes every user matching the filter (which is required here) and
+/// answers with it; follow it at `…/jobs/{id}`.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 202, body = Job),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[post("/admin/v1/environments/{environment}/segments/delete")]
 async fn delete(
     admin: Admin,
     path: web::Path<String>,
@@ -147,7 +197,19 @@ async fn delete(
     Ok(HttpResponse::Accepted().json(job))
 }
 
-/// `GET …/jobs`: the environment's latest jobs.
+/// The environment's latest jobs.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("environment", example = "default", description = "Its id or name")),
+    responses(
+        (status = 200, body = Vec<Job>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/admin/v1/environments/{environment}/jobs")]
 async fn list_jobs(
     admin: Admin,
     path: web::Path<String>,
@@ -157,7 +219,22 @@ async fn list_jobs(
     Ok(HttpResponse::Ok().json(state.store.jobs(&environment.id).await?))
 }
 
-/// `GET …/jobs/{id}`: status and progress.
+/// A job's status and progress.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(
+        ("environment", example = "default", description = "Its id or name"),
+        ("id", description = "The job's id"),
+    ),
+    responses(
+        (status = 200, body = Job),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/admin/v1/environments/{environment}/jobs/{id}")]
 async fn get_job(
     admin: Admin,
     path: web::Path<(String, String)>,
@@ -171,8 +248,22 @@ async fn get_job(
     Ok(HttpResponse::Ok().json(job.ok_or(ApiError::NotFound)?))
 }
 
-/// `POST …/jobs/{id}/cancel`: the job stops after its current chunk; what it deleted stays
-/// deleted.
+/// Cancels a job: it stops after its current chunk; what it deleted stays deleted.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(
+        ("environment", example = "default", description = "Its id or name"),
+        ("id", description = "The job's id"),
+    ),
+    responses(
+        (status = 200, body = Job),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[post("/admin/v1/environments/{environment}/jobs/{id}/cancel")]
 async fn cancel_job(
     admin: Admin,
     path: web::Path<(String, String)>,

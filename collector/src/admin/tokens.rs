@@ -3,23 +3,25 @@
 //! A new token is shown once, in the answer that creates it; only its SHA-256 hash is
 //! stored. Managing tokens takes a token for every environment.
 
-use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use actix_web::{delete, get, post, web, HttpResponse};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::answers::{Forbidden, Invalid, NotFound, Unauthorized};
 use super::authorized;
 use crate::auth::{token_hash, Admin};
 use crate::bootstrap::generate_secret;
 use crate::error::{ApiError, Result};
 use crate::server::AppState;
-use crate::store::TokenScope;
+use crate::store::{AdminToken, TokenScope};
 
 /// Registers the routes.
-pub fn routes(config: &mut web::ServiceConfig) {
+pub fn routes(config: &mut ServiceConfig) {
     config
-        .route("/admin/v1/tokens", web::get().to(list_tokens))
-        .route("/admin/v1/tokens", web::post().to(create_token))
-        .route("/admin/v1/tokens/{id}", web::delete().to(revoke_token));
+        .service(list_tokens)
+        .service(create_token)
+        .service(revoke_token);
 }
 
 fn global(admin: &Admin) -> Result<()> {
@@ -30,20 +32,58 @@ fn global(admin: &Admin) -> Result<()> {
     }
 }
 
-/// `GET /admin/v1/tokens`: every token's id, label, scope and age; never the secrets.
+/// Every admin token's id, label, scope and age; never the secrets.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = Vec<AdminToken>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
+#[get("/admin/v1/tokens")]
 async fn list_tokens(admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse> {
     global(&admin)?;
     Ok(HttpResponse::Ok().json(state.store.admin_tokens().await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    /// A name for the token.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^\s*[^\s\x00-\x1f\x7f-\x9f]"
+    )]
     label: String,
+    /// The one environment (id or name) the token is for; without it, all of them.
     environment: Option<String>,
 }
 
-/// `POST /admin/v1/tokens` `{"label": …, "environment": <id or name, optional>}`.
+/// A new admin token, shown in this answer only.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CreatedToken {
+    /// The secret to send as `Authorization: Bearer <token>`.
+    token: String,
+    /// The token as stored.
+    details: AdminToken,
+}
+
+/// A new admin token for every environment or for one.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    responses(
+        (status = 201, body = CreatedToken),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[post("/admin/v1/tokens")]
 async fn create_token(
     admin: Admin,
     body: web::Json<NewToken>,
@@ -78,10 +118,25 @@ async fn create_token(
             json!({}),
         )
         .await?;
-    Ok(HttpResponse::Created().json(json!({ "token": token, "details": stored })))
+    Ok(HttpResponse::Created().json(CreatedToken {
+        token,
+        details: stored,
+    }))
 }
 
-/// `DELETE /admin/v1/tokens/{id}`: the token stops working at once.
+/// Revokes an admin token: it stops working at once.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id", description = "The token's id")),
+    responses(
+        (status = 204, description = "The token is revoked"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[delete("/admin/v1/tokens/{id}")]
 async fn revoke_token(
     admin: Admin,
     id: web::Path<String>,

@@ -4,33 +4,45 @@
 //! as JSON (the right of access) or as NDJSON Segment batches that another
 //! Segment-compatible system, or another Ebb environment, can import (portability).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{delete, get, web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::answers::{Forbidden, Invalid, NotFound, Unauthorized};
 use super::{stored_id, EnvironmentQuery};
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
 use crate::server::AppState;
-use crate::store::{suppression_hash, UserProfile};
+use crate::store::{suppression_hash, Receipt, UserProfile};
 
 /// Messages per exported batch line, well inside the collector's batch limit.
 const EXPORT_BATCH_MESSAGES: usize = 100;
 
 /// Registers the routes.
-pub fn routes(config: &mut web::ServiceConfig) {
+pub fn routes(config: &mut ServiceConfig) {
     config
-        .route("/admin/v1/users/{id}", web::get().to(get_user))
-        .route("/admin/v1/users/{id}", web::delete().to(delete_user))
-        .route("/admin/v1/users/{id}/export", web::get().to(export_user))
-        .route(
-            "/admin/v1/suppressions/{id}",
-            web::delete().to(lift_suppression),
-        );
+        .service(get_user)
+        .service(delete_user)
+        .service(export_user)
+        .service(lift_suppression);
 }
 
-/// `GET /admin/v1/users/{id}`: ids, traits, consent and its history, first and last seen,
-/// the latest 1,000 events and the survey responses.
+/// One user: ids, traits, consent and its history, first and last seen, the latest 1,000
+/// events and the survey responses.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id", description = "A user id or an anonymous id"), EnvironmentQuery),
+    responses(
+        (status = 200, body = UserProfile),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/admin/v1/users/{id}")]
 async fn get_user(
     admin: Admin,
     id: web::Path<String>,
@@ -47,8 +59,21 @@ async fn get_user(
     Ok(HttpResponse::Ok().json(profile.ok_or(ApiError::UserNotFound)?))
 }
 
-/// `DELETE /admin/v1/users/{id}`: deletes the user and every record of theirs in one
-/// transaction, leaves tombstones for all their ids, and answers with the receipt.
+/// Deletes the user and every record of theirs in one transaction, leaves tombstones for
+/// all their ids, and answers with the receipt.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id", description = "A user id or an anonymous id"), EnvironmentQuery),
+    responses(
+        (status = 200, description = "What was deleted", body = Receipt),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[delete("/admin/v1/users/{id}")]
 async fn delete_user(
     admin: Admin,
     id: web::Path<String>,
@@ -72,13 +97,49 @@ async fn delete_user(
     Ok(HttpResponse::Ok().json(receipt))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ExportQuery {
+    /// The environment's id or name; without it, the token's own environment or the
+    /// default one.
     environment: Option<String>,
+    /// `json` (the default): every record; `ndjson`: Segment batches, one per line.
+    #[param(inline, value_type = Option<ExportFormat>)]
     format: Option<String>,
 }
 
-/// `GET /admin/v1/users/{id}/export?format=json|ndjson`.
+/// The forms of an export.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ExportFormat {
+    /// Every stored record as one JSON document (the right of access).
+    Json,
+    /// Segment batches that another system can import (portability).
+    Ndjson,
+}
+
+/// Everything stored of the user, as JSON or as NDJSON Segment batches; the export is
+/// written to the audit log.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id", description = "A user id or an anonymous id"), ExportQuery),
+    responses(
+        (
+            status = 200,
+            content(
+                (UserProfile = "application/json"),
+                (String = "application/x-ndjson"),
+            ),
+        ),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/admin/v1/users/{id}/export")]
 async fn export_user(
     admin: Admin,
     id: web::Path<String>,
@@ -126,8 +187,20 @@ async fn export_user(
     }
 }
 
-/// `DELETE /admin/v1/suppressions/{id}?environment=…`: lifts the tombstone of a deleted
-/// id, so that data about it may be stored again.
+/// Lifts the tombstone of a deleted id, so that data about it may be stored again.
+#[utoipa::path(
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id", description = "The deleted user id or anonymous id"), EnvironmentQuery),
+    responses(
+        (status = 204, description = "The id may be stored again"),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[delete("/admin/v1/suppressions/{id}")]
 async fn lift_suppression(
     admin: Admin,
     id: web::Path<String>,

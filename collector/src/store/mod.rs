@@ -32,7 +32,7 @@ use crate::segment::Filter;
 use crate::error::Result;
 
 /// Ebb's id of an environment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct EnvironmentId(String);
 
@@ -60,7 +60,7 @@ impl fmt::Display for EnvironmentId {
 }
 
 /// An environment: a separate space of users with its own write keys and settings.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Environment {
     /// Its id.
@@ -82,12 +82,16 @@ pub struct Environment {
 
 /// An environment's retention rule: users inactive for `days` are deleted, and users who
 /// never answered a survey already after `days_without_response`. `None` turns a part off.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetentionRule {
     /// Days of inactivity after which any user is deleted.
+    #[schema(minimum = 1, maximum = 36_500)]
     pub days: Option<u32>,
     /// Days of inactivity after which a user who never responded is deleted.
+    #[schema(minimum = 1, maximum = 36_500)]
     pub days_without_response: Option<u32>,
 }
 
@@ -105,7 +109,7 @@ impl RetentionRule {
 }
 
 /// What a retention rule would do now, and how the users are spread by inactivity.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionPreview {
     /// Users the rule would delete now.
@@ -117,7 +121,7 @@ pub struct RetentionPreview {
 }
 
 /// Users last seen between `from_days` and `to_days` days ago.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InactivityBucket {
     /// Inclusive lower bound, in days.
@@ -168,7 +172,7 @@ pub enum TokenScope {
 }
 
 /// An admin token as stored: its id, label and scope, never the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminToken {
     /// Its id, which the audit log names.
@@ -237,7 +241,7 @@ impl Actor {
 pub type Counts = BTreeMap<String, u64>;
 
 /// Proof of a deletion: what went, and the audit entry that records it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
     /// The sequence number of the audit entry recording the deletion.
@@ -247,6 +251,7 @@ pub struct Receipt {
     /// The keyed hashes of the deleted ids, as kept in the tombstones.
     pub id_hashes: Vec<String>,
     /// Rows removed per table.
+    #[schema(value_type = BTreeMap<String, u64>)]
     pub removed: Counts,
     /// When it happened.
     pub at: DateTime<Utc>,
@@ -264,7 +269,7 @@ pub fn suppression_hash(key: &[u8], id: &str) -> String {
 }
 
 /// One user as stored: ids, traits, consent, activity.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserProfile {
     /// The site's id for the user, once identified.
@@ -290,7 +295,7 @@ pub struct UserProfile {
 }
 
 /// One stored activity record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredEvent {
     /// The client's message id.
@@ -315,7 +320,7 @@ pub struct StoredEvent {
 }
 
 /// One stored survey response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredResponse {
     /// The client's message id.
@@ -329,7 +334,7 @@ pub struct StoredResponse {
 }
 
 /// One change of a user's consent.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsentRecord {
     /// The preferences from then on (category → granted).
@@ -341,7 +346,7 @@ pub struct ConsentRecord {
 }
 
 /// One user in a list: ids, traits, consent and activity span.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserSummary {
     /// The site's id for the user, once identified.
@@ -359,7 +364,7 @@ pub struct UserSummary {
 }
 
 /// A background deletion of a segment, with its progress.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     /// Its id.
@@ -375,6 +380,7 @@ pub struct Job {
     /// Users deleted so far.
     pub done: u64,
     /// Rows removed so far, per table.
+    #[schema(value_type = BTreeMap<String, u64>)]
     pub counts: Counts,
     /// Who asked for it.
     pub requested_by: String,
