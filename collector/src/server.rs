@@ -8,10 +8,11 @@ use std::time::Duration;
 use actix_files::Files;
 use actix_web::body::MessageBody;
 use actix_web::dev::{fn_service, Service as _, ServiceRequest, ServiceResponse};
+use actix_web::error::JsonPayloadError;
 use actix_web::http::header::{self, HeaderValue, ORIGIN};
 use actix_web::{get, web, App, HttpResponse, HttpServer, ResponseError as _};
 use anyhow::Context as _;
-use futures_util::future::FutureExt as _;
+use futures_util::future::{self, Either, FutureExt as _};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -119,9 +120,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             )
             .app_data(
                 web::JsonConfig::default()
-                    .limit(64 * 1024)
-                    .error_handler(|error, _| {
-                        ApiError::InvalidRequest(format!("the body is not valid: {error}")).into()
+                    .limit(ADMIN_BODY_LIMIT)
+                    .error_handler(|error, _| match error {
+                        JsonPayloadError::Overflow { .. }
+                        | JsonPayloadError::OverflowKnownLength { .. } => {
+                            ApiError::PayloadTooLarge {
+                                limit: ADMIN_BODY_LIMIT,
+                            }
+                            .into()
+                        }
+                        error => {
+                            ApiError::InvalidRequest(format!("the body is not valid: {error}"))
+                                .into()
+                        }
                     }),
             );
         for resource in openapi::method_fallbacks(&document) {
@@ -139,9 +150,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .wrap_fn(|req, service| {
             let observed = observe(&req);
-            service
-                .call(req)
-                .map(move |response| response.map(|r| observed.finish(r)))
+            let answer = match oversized_admin_body(&req) {
+                Some(error) => {
+                    let response =
+                        ServiceResponse::new(req.request().clone(), error.error_response());
+                    Either::Left(future::ok(response.map_into_right_body()))
+                }
+                None => Either::Right(
+                    service
+                        .call(req)
+                        .map(|response| response.map(ServiceResponse::map_into_left_body)),
+                ),
+            };
+            answer.map(move |response| response.map(|r| observed.finish(r)))
         })
     })
     .bind(config.listen)
@@ -168,6 +189,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The largest body an admin route reads; its requests are small JSON objects.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// An admin request that announces a body over [`ADMIN_BODY_LIMIT`] is refused before any
+/// handler runs, also on the routes whose body is optional (an optional body that cannot
+/// be read would otherwise count as absent).
+fn oversized_admin_body(req: &ServiceRequest) -> Option<ApiError> {
+    if !req.path().starts_with("/admin/v1/") {
+        return None;
+    }
+    let length: usize = req
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    (length > ADMIN_BODY_LIMIT).then_some(ApiError::PayloadTooLarge {
+        limit: ADMIN_BODY_LIMIT,
+    })
 }
 
 /// What the middleware notes of a request before it runs.

@@ -396,8 +396,52 @@ pub async fn read(response: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// What no log line may hold: the test's secrets, any generated secret (write keys, admin
+/// tokens and identity secrets are a prefix and 32 hex digits), e-mail addresses and
+/// message payloads. Every collector a test starts has its log checked for these when it
+/// is dropped, so the whole test suite's logs are searched, on both backends.
+pub fn log_leaks(log: &str) -> Vec<String> {
+    let mut leaks = Vec::new();
+    for line in log.lines() {
+        let fixed = [
+            WRITE_KEY,
+            ADMIN_TOKEN,
+            "\"traits\"",
+            "\"properties\"",
+            "\"answers\"",
+        ];
+        let generated = ["wk_", "ebb_admin_", "ebb_ivs_"].iter().any(|prefix| {
+            line.match_indices(prefix).any(|(at, _)| {
+                let rest = &line[at + prefix.len()..];
+                rest.len() >= 32 && rest.bytes().take(32).all(|b| b.is_ascii_hexdigit())
+            })
+        });
+        let email = line.match_indices('@').any(|(at, _)| {
+            let before = line[..at].chars().next_back();
+            let after = &line[at + 1..];
+            before.is_some_and(|c| c.is_alphanumeric())
+                && after
+                    .split(|c: char| !(c.is_alphanumeric() || c == '.' || c == '-'))
+                    .next()
+                    .is_some_and(|domain| domain.contains('.') && !domain.ends_with('.'))
+        });
+        if generated || email || fixed.iter().any(|secret| line.contains(secret)) {
+            leaks.push(line.to_owned());
+        }
+    }
+    leaks
+}
+
 impl Drop for Collector {
     fn drop(&mut self) {
         self.kill();
+        if !std::thread::panicking() {
+            let leaks = log_leaks(&self.log());
+            assert!(
+                leaks.is_empty(),
+                "the collector logged secrets, e-mail addresses or payloads:\n{}",
+                leaks.join("\n")
+            );
+        }
     }
 }

@@ -1,0 +1,298 @@
+//! Who may do what, and what a request may carry: a write key writes only to its own
+//! environment; an admin token scoped to one environment is refused on every route of
+//! another (the routes come from the collector's own OpenAPI description, so a route added
+//! later is covered too); every route with a body refuses one over its limit; the pages
+//! send their Content-Security-Policy and frame protection; and the log check that every
+//! test's collector runs when it is dropped does catch what it looks for.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{log_leaks, Collector, ADMIN_TOKEN};
+use serde_json::{json, Value};
+
+/// Creates the environment `name`; returns its write key.
+async fn environment(collector: &Collector, name: &str) -> String {
+    let (status, created) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments",
+            Some(json!({ "name": name })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    created["writeKey"]
+        .as_str()
+        .or_else(|| created["writeKeys"][0].as_str())
+        .unwrap_or_else(|| panic!("no write key in {created}"))
+        .to_owned()
+}
+
+/// Every operation of the collector's OpenAPI description: (method, path, operation).
+async fn operations(collector: &Collector) -> Vec<(String, String, Value)> {
+    let (status, description) = collector.admin_get("/openapi.json", "").await;
+    assert_eq!(status, 200);
+    let mut found = Vec::new();
+    for (path, item) in description["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            found.push((method.to_uppercase(), path.clone(), operation.clone()));
+        }
+    }
+    assert!(found.len() > 30, "the description lists the routes");
+    found
+}
+
+fn parameter<'a>(operation: &'a Value, name: &str) -> Option<&'a Value> {
+    operation["parameters"]
+        .as_array()?
+        .iter()
+        .find(|parameter| parameter["name"] == name)
+}
+
+#[tokio::test]
+async fn a_write_key_writes_only_to_its_own_environment() {
+    let collector = Collector::start();
+    let staging_key = environment(&collector, "staging").await;
+
+    let (to_staging, _) = collector
+        .post_as(
+            &staging_key,
+            "/v1/identify",
+            &json!({"userId": "sam", "traits": {"plan": "staging-only"}}),
+        )
+        .await;
+    // The Basic user name wins over a `writeKey` in the body naming another environment.
+    let (mixed, _) = collector
+        .post(
+            "/v1/identify",
+            &json!({"userId": "dee", "writeKey": staging_key, "traits": {"plan": "default"}}),
+        )
+        .await;
+    let (sam_in_default, _) = collector.user("sam").await;
+    let (sam_in_staging, sam) = collector
+        .admin_get("/admin/v1/users/sam?environment=staging", ADMIN_TOKEN)
+        .await;
+    let (dee_in_staging, _) = collector
+        .admin_get("/admin/v1/users/dee?environment=staging", ADMIN_TOKEN)
+        .await;
+    let (dee_in_default, _) = collector.user("dee").await;
+
+    assert_eq!((to_staging, mixed), (200, 200));
+    assert_eq!(sam_in_default, 404);
+    assert_eq!(sam_in_staging, 200);
+    assert_eq!(sam["traits"]["plan"], "staging-only");
+    assert_eq!(
+        dee_in_staging, 404,
+        "a key in the body does not override the header's"
+    );
+    assert_eq!(dee_in_default, 200);
+}
+
+#[tokio::test]
+async fn a_scoped_token_is_refused_on_every_route_of_another_environment() {
+    let collector = Collector::start();
+    collector
+        .post(
+            "/v1/identify",
+            &json!({"userId": "ada", "traits": {"a": 1}}),
+        )
+        .await;
+    environment(&collector, "staging").await;
+    let (_, token) = collector
+        .admin(
+            "POST",
+            "/admin/v1/tokens",
+            Some(json!({"label": "staging only", "environment": "staging"})),
+        )
+        .await;
+    let scoped = token["token"].as_str().unwrap().to_owned();
+    let (_, before) = collector
+        .admin_get("/admin/v1/environments/default", ADMIN_TOKEN)
+        .await;
+    let bodies = json!({
+        "confirm": {"confirm": "default"},
+        "rename": {"name": "taken-over"},
+        "retention": {"days": 1},
+        "segments": {"filter": {}},
+    });
+
+    let mut checked = Vec::new();
+    let mut wrong = Vec::new();
+    for (method, path, operation) in operations(&collector).await {
+        let in_path = parameter(&operation, "environment").is_some_and(|p| p["in"] == "path");
+        let in_query = parameter(&operation, "environment").is_some_and(|p| p["in"] == "query");
+        if !path.starts_with("/admin/") || !(in_path || in_query) {
+            continue;
+        }
+        let mut url = path
+            .replace("{environment}", "default")
+            .replace("{id}", "ada");
+        if in_query {
+            url.push_str("?environment=default");
+        }
+        // A valid body for each, so that only the authorization can refuse it.
+        let body = match (method.as_str(), path.rsplit('/').next().unwrap()) {
+            (_, "retention") => bodies["retention"].clone(),
+            (_, "preview" | "users" | "delete") if path.contains("segments") => {
+                bodies["segments"].clone()
+            }
+            ("PATCH", _) => bodies["rename"].clone(),
+            _ => bodies["confirm"].clone(),
+        };
+        let request = collector
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                collector.url(&url),
+            )
+            .bearer_auth(&scoped);
+        let request = if operation.get("requestBody").is_some() {
+            request.json(&body)
+        } else {
+            request
+        };
+        let status = request.send().await.unwrap().status().as_u16();
+        checked.push(format!("{method} {url}"));
+        if status != 403 {
+            wrong.push(format!("{method} {url}: {status}"));
+        }
+    }
+    let global = [
+        ("GET", "/admin/v1/tokens", json!(null)),
+        ("POST", "/admin/v1/tokens", json!({"label": "more"})),
+        (
+            "POST",
+            "/admin/v1/environments",
+            json!({"name": "elsewhere"}),
+        ),
+    ];
+    for (method, path, body) in global {
+        let status = collector
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                collector.url(path),
+            )
+            .bearer_auth(&scoped)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status != 403 {
+            wrong.push(format!("{method} {path}: {status}"));
+        }
+    }
+    let (_, after) = collector
+        .admin_get("/admin/v1/environments/default", ADMIN_TOKEN)
+        .await;
+    let (ada, _) = collector.user("ada").await;
+    let (_, audit) = collector
+        .admin_get("/admin/v1/audit?environment=default", ADMIN_TOKEN)
+        .await;
+
+    assert!(checked.len() >= 20, "only {checked:?} were checked");
+    assert!(wrong.is_empty(), "not refused: {wrong:#?}");
+    assert_eq!(before, after, "the other environment is unchanged");
+    assert_eq!(ada, 200, "its user is still there");
+    assert!(
+        !audit.to_string().contains("staging only"),
+        "the scoped token did nothing there: {audit}"
+    );
+}
+
+#[tokio::test]
+async fn every_route_with_a_body_refuses_one_over_its_limit() {
+    let collector = Collector::start();
+    // Valid JSON all through, so that only its size can be refused.
+    let huge = json!({ "batch": [], "name": "x".repeat(3 * 1024 * 1024) }).to_string();
+
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for (method, path, operation) in operations(&collector).await {
+        if operation.get("requestBody").is_none() {
+            continue;
+        }
+        let url = path
+            .replace("{environment}", "default")
+            .replace("{id}", "ada");
+        let request = collector
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                collector.url(&url),
+            )
+            .header("content-type", "application/json")
+            .body(huge.clone());
+        let request = if path.starts_with("/admin/") {
+            request.bearer_auth(ADMIN_TOKEN)
+        } else {
+            request.basic_auth(common::WRITE_KEY, Some(""))
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        checked += 1;
+        if status != 413 || body["error"] != "payload_too_large" {
+            wrong.push(format!("{method} {url}: {status} {body}"));
+        }
+    }
+    let (ready, _) = collector.admin_get("/readyz", "").await;
+
+    assert!(checked >= 15, "only {checked} routes take a body");
+    assert!(wrong.is_empty(), "not refused as too large: {wrong:#?}");
+    assert_eq!(ready, 200, "the collector kept serving");
+}
+
+#[tokio::test]
+async fn pages_send_their_content_security_policy_and_refuse_framing() {
+    let collector = Collector::start();
+
+    for path in ["/admin/", "/"] {
+        let response = collector
+            .http
+            .get(collector.url(path))
+            .send()
+            .await
+            .unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let policy = header("content-security-policy");
+
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert!(policy.contains("object-src 'none'"), "{path}: {policy}");
+        assert!(!policy.contains("unsafe-inline"), "{path}: {policy}");
+        assert!(!policy.contains("'unsafe-eval'"), "{path}: {policy}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+    }
+}
+
+#[test]
+fn the_log_check_finds_secrets_addresses_and_payloads() {
+    let clean = "2026-12-04T01:00:00Z INFO ebb_collector: user deleted env.id=3f2c audit.seq=4";
+    let leaks = [
+        "INFO starting write_key=wk_0123456789abcdef0123456789abcdef",
+        "WARN token ebb_admin_0123456789abcdef0123456789abcdef",
+        "INFO secret ebb_ivs_0123456789abcdef0123456789abcdef",
+        "DEBUG unreadable body: ada.lovelace@example.com",
+        r#"DEBUG body {"traits":{"plan":"pro"}}"#,
+        "DEBUG key wk_test_key",
+    ];
+
+    assert!(log_leaks(clean).is_empty());
+    for line in leaks {
+        assert_eq!(log_leaks(line), vec![line.to_owned()], "{line}");
+    }
+}
