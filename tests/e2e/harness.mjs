@@ -2,7 +2,7 @@
 // temporary data folder, and headless Chromium from the system (never a downloaded one).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, mkdir, rm } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -29,7 +29,7 @@ export async function startCollector(options = {}) {
       EBB_DATA_DIR: dataDir,
       EBB_WWW_DIR: join(repoRoot, 'www'),
       EBB_ADMIN_TOKEN: adminToken,
-      EBB_LOG: 'info',
+      EBB_LOG: 'debug',
       ...(options.env ?? {}),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -84,15 +84,36 @@ export async function startCollector(options = {}) {
       });
       return { status: response.status, body: await response.json() };
     },
+    /**
+     * Stops the collector and removes its data; fails when its log holds a secret, an
+     * e-mail address or a payload (see `logLeaks`).
+     */
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((done) => child.once('exit', done));
         child.kill('SIGTERM');
         await exited;
       }
+      const log = await readFile(join(dataDir, 'collector.log'), 'utf8').catch(() => '');
       await rm(dataDir, { recursive: true, force: true });
+      const leaks = logLeaks(log, [adminToken]);
+      if (leaks.length) {
+        throw new Error(`the collector logged secrets, addresses or payloads:\n${leaks.join('\n')}`);
+      }
     },
   };
+}
+
+/**
+ * The log lines that hold one of `secrets`, a generated secret (a write key, admin token
+ * or identity secret: a prefix and 32 hex digits), an e-mail address or a message payload.
+ */
+export function logLeaks(log, secrets = []) {
+  const generated = /\b(?:wk_|ebb_admin_|ebb_ivs_)[0-9a-f]{32}/;
+  const email = /[\w.+-]+@[\w-]+(?:\.[\w-]+)+/;
+  const payload = /"(?:traits|properties|answers)"/;
+  return log.split('\n').filter((line) => generated.test(line) || email.test(line)
+    || payload.test(line) || secrets.some((secret) => secret && line.includes(secret)));
 }
 
 /** Headless Chromium from the system package. */
