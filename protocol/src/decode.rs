@@ -5,7 +5,7 @@
 //! JSON; then each item is decoded and validated on its own ([`Envelope::message`]).
 //! Limits on the body as a whole (size, compression) belong to the HTTP layer.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike as _, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -417,17 +417,68 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 /// the client also says when it sent the message (`sentAt`, by the same clock), the
 /// difference between the two is taken from `received_at`, the collector's clock:
 /// `received_at − (sentAt − original)`. Without a client time, `received_at` is used.
+///
+/// A time outside the years 1 to 9999 also falls back to `received_at`, whether the client
+/// sent it or the correction produced it (a `sentAt` in the year 7000 moves an event of
+/// today back before the year 1): SQLite compares stored times as text, which orders
+/// correctly only with four-digit years, and PostgreSQL refuses years before 4713 BC,
+/// which would fail the whole batch's transaction.
 pub fn event_time(message: &Message, received_at: DateTime<Utc>) -> DateTime<Utc> {
     let stamp = |text: &Option<String>| text.as_deref().and_then(parse_timestamp);
     let original = stamp(&message.original_timestamp).or_else(|| stamp(&message.timestamp));
 
-    match (original, stamp(&message.sent_at)) {
+    let time = match (original, stamp(&message.sent_at)) {
         // An absurd skew (a client clock off by millennia) falls back to the collector's time
         // rather than overflowing.
-        (Some(original), Some(sent_at)) => received_at
-            .checked_sub_signed(sent_at - original)
-            .unwrap_or(received_at),
-        (Some(original), None) => original,
-        (None, _) => received_at,
+        (Some(original), Some(sent_at)) => received_at.checked_sub_signed(sent_at - original),
+        (Some(original), None) => Some(original),
+        (None, _) => None,
+    };
+    time.filter(|time| (1..=9999).contains(&time.year()))
+        .unwrap_or(received_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(timestamp: &str, sent_at: Option<&str>) -> Message {
+        let mut message = Message::new(MessageType::Track);
+        message.timestamp = Some(timestamp.into());
+        message.sent_at = sent_at.map(Into::into);
+        message
+    }
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        parse_timestamp(text).unwrap()
+    }
+
+    #[test]
+    fn a_sent_at_millennia_ahead_cannot_move_an_event_before_the_year_one() {
+        let received_at = utc("2026-03-01T12:00:00Z");
+        let message = track("2026-03-01T11:59:00Z", Some("7385-12-02T00:30:13Z"));
+
+        let time = event_time(&message, received_at);
+
+        assert_eq!(time, received_at);
+    }
+
+    #[test]
+    fn a_client_time_with_more_than_four_year_digits_takes_the_receive_time() {
+        let received_at = utc("2026-03-01T12:00:00Z");
+        let message = track("+20000-01-01T00:00:00+0000", None);
+
+        let time = event_time(&message, received_at);
+
+        assert_eq!(time, received_at);
+    }
+
+    #[test]
+    fn times_in_the_years_one_and_9999_are_kept() {
+        let received_at = utc("2026-03-01T12:00:00Z");
+
+        for stamp in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+            assert_eq!(event_time(&track(stamp, None), received_at), utc(stamp));
+        }
     }
 }
