@@ -46,6 +46,9 @@ CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
 step "SDK size (bytes a site ships)"
 bash scripts/sdk-size.sh
 
+step "the HTTP API against its OpenAPI description (Schemathesis)"
+bash scripts/schemathesis.sh
+
 step "browser tests"
 cargo build -p ebb-collector --quiet
 export EBB_TEST_ARTIFACTS="$root/test-artifacts"

@@ -97,6 +97,11 @@ pub fn segment_filter_field() -> utoipa::openapi::Schema {
         .into()
 }
 
+/// A required segment filter field: a reference to the `SegmentFilter` schema.
+pub fn segment_filter_reference() -> utoipa::openapi::Ref {
+    utoipa::openapi::Ref::from_schema_name("SegmentFilter")
+}
+
 /// The grammar of [`crate::segment`]'s filter language as JSON Schema. Rules between
 /// fields (`after` before `before`, bounds that leave a number between them, at most
 /// 100 conditions and 8 levels) are only in the descriptions: JSON Schema cannot say them.

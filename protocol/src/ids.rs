@@ -71,7 +71,7 @@ string_id!(
 );
 
 /// What an id accepts, as JSON Schema: text of at most [`MAX_ID_CHARS`] characters, or an
-/// integer that fits 64 bits (larger ones would arrive as floats, which are refused).
+/// integer that fits 64 bits (`42.0` counts as `42`, as JSON Schema counts it too).
 #[cfg(feature = "openapi")]
 fn id_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
@@ -117,6 +117,21 @@ impl Visitor<'_> for IdVisitor {
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
         Ok(v.to_string())
     }
+
+    /// A number written with a zero fraction (`42.0`, as JSON libraries that only have
+    /// floats write integers) is that integer; any other float is refused.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        if v.fract() != 0.0 {
+            Err(E::invalid_type(de::Unexpected::Float(v), &self))
+        } else if (i64::MIN as f64..0.0).contains(&v) {
+            Ok((v as i64).to_string())
+        } else if (0.0..u64::MAX as f64).contains(&v) {
+            Ok((v as u64).to_string())
+        } else {
+            Err(E::invalid_type(de::Unexpected::Float(v), &self))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -132,8 +147,22 @@ mod tests {
     }
 
     #[test]
+    fn integers_written_as_floats_are_those_integers() {
+        for (input, id) in [
+            ("42.0", "42"),
+            ("-7.0", "-7"),
+            ("1e3", "1000"),
+            ("-0.0", "0"),
+        ] {
+            let parsed: UserId = serde_json::from_str(input).unwrap();
+
+            assert_eq!(parsed.as_str(), id, "{input}");
+        }
+    }
+
+    #[test]
     fn ids_reject_objects_floats_and_booleans() {
-        for input in [r#"{"id":1}"#, "1.5", "true", "[1]"] {
+        for input in [r#"{"id":1}"#, "1.5", "1e300", "true", "[1]"] {
             let parsed: Result<UserId, _> = serde_json::from_str(input);
 
             assert!(parsed.is_err(), "{input} should not be an id");

@@ -27,6 +27,15 @@ pub const MESSAGE_TYPES: [MessageType; 7] = [
     MessageType::Response,
 ];
 
+/// The timestamps `decode::parse_timestamp` reads: a date, a time with seconds (any
+/// fraction) and an optional offset, or a time to the minute. `format: date-time` alone
+/// would not do: OpenAPI 3.1 treats formats as annotations, so `""` would pass.
+pub const TIMESTAMP_PATTERN: &str = concat!(
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])",
+    r"(T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)?)?",
+    r"| ([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?([+-]([01]\d|2[0-3]):?[0-5]\d)?)?$",
+);
+
 /// The fields a message type needs besides an identity, each non-empty (`answers`: present
 /// and not `null`).
 pub fn required_fields(kind: MessageType) -> &'static [&'static str] {
@@ -57,13 +66,15 @@ pub fn message_schema(kind: MessageType, in_batch: bool) -> Value {
     });
     let text = json!({"type": "string", "minLength": 1});
     let short_text = json!({"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS});
-    let timestamp = json!({"type": ["string", "null"], "format": "date-time"});
+    let timestamp = json!({
+        "type": ["string", "null"],
+        "format": "date-time",
+        "pattern": TIMESTAMP_PATTERN,
+    });
 
     let properties = &mut schema["properties"];
     for field in ["timestamp", "originalTimestamp", "sentAt"] {
-        let description = properties[field]["description"].take();
-        properties[field] = timestamp.clone();
-        properties[field]["description"] = description;
+        replace(&mut properties[field], timestamp.clone());
     }
     // Ids longer than the limit are refused wherever they appear.
     for field in ["groupId", "previousId"] {
@@ -71,14 +82,13 @@ pub fn message_schema(kind: MessageType, in_batch: bool) -> Value {
     }
     let mut required: Vec<&str> = required_fields(kind).to_vec();
     for &field in &required {
-        let description = properties[field]["description"].take();
-        properties[field] = match field {
+        let schema = match field {
             "userId" => id.clone(),
             "groupId" | "previousId" => short_text.clone(),
             "answers" => json!({"type": ["object", "array", "string", "number", "boolean"]}),
             _ => text.clone(),
         };
-        properties[field]["description"] = description;
+        replace(&mut properties[field], schema);
     }
     if in_batch {
         properties["type"] = json!({"type": "string", "const": kind.as_str()});
@@ -94,24 +104,29 @@ pub fn message_schema(kind: MessageType, in_batch: bool) -> Value {
         ]);
     }
     schema["title"] = json!(schema_name(kind));
+    let mut needs: Vec<String> = required_fields(kind)
+        .iter()
+        .map(|field| format!("`{field}`"))
+        .collect();
+    if !needs.contains(&"`userId`".to_owned()) {
+        needs.insert(0, "a `userId` or an `anonymousId`".to_owned());
+    }
     schema["description"] = json!(format!(
-        "A `{}` message. It needs a non-empty `userId` or `anonymousId`{}. Text anywhere in \
-         it must not contain the NUL character, and the whole message may take at most \
-         32 KiB as JSON; a message that breaks a rule is refused on its own.",
+        "A `{}` message. It needs {}, none of them empty. Text anywhere in it must not \
+         contain the NUL character, and the whole message may take at most 32 KiB as JSON; \
+         a message that breaks a rule is refused on its own.",
         kind.as_str(),
-        match required_fields(kind) {
-            [] => String::new(),
-            fields => format!(
-                " and {}",
-                fields
-                    .iter()
-                    .map(|field| format!("`{field}`"))
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            ),
-        },
+        needs.join(" and "),
     ));
     schema
+}
+
+/// Puts `schema` in the place of a property's schema, keeping its description.
+fn replace(property: &mut Value, mut schema: Value) {
+    if let Some(description) = property.get("description").filter(|d| d.is_string()) {
+        schema["description"] = description.clone();
+    }
+    *property = schema;
 }
 
 /// Every request-body schema of the ingest routes, by its name in the description: one per
@@ -129,8 +144,8 @@ pub fn request_schemas() -> Vec<(String, Value)> {
     for (name, kind) in SINGLE_BODIES {
         let mut schema = message_schema(kind, false);
         schema["properties"]["writeKey"] = json!({
-            "type": "string",
-            "description": "The write key, when it is not the HTTP Basic user name.",
+            "description": "The write key, when it is not the HTTP Basic user name; a value \
+                that is not a string is ignored.",
         });
         schemas.push((name.to_owned(), schema));
     }
@@ -162,6 +177,7 @@ fn batch_schema() -> Value {
             "sentAt": {
                 "type": ["string", "null"],
                 "format": "date-time",
+                "pattern": TIMESTAMP_PATTERN,
                 "description": "When the client sent the batch; the default of every \
                     message's `sentAt`.",
             },
@@ -318,6 +334,25 @@ mod tests {
                 assert!(!is_stored(&message), "{kind:?} with an empty {field}");
             }
         }
+    }
+
+    #[test]
+    fn timestamps_of_the_pattern_are_read() {
+        let samples = [
+            "2024-01-31",
+            "2024-01-31T09:30",
+            "2024-01-31T09:30:00",
+            "2024-01-31T09:30:00Z",
+            "2024-01-31T09:30:00.123456+02:00",
+            "2024-01-31T09:30:00-0500",
+            "2024-01-31 09:30:00",
+            "2024-01-31 09:30:00.5+00:00",
+            "0000-01-01T00:00:00Z",
+        ];
+        for sample in samples {
+            assert!(crate::decode::parse_timestamp(sample).is_some(), "{sample}");
+        }
+        assert!(TIMESTAMP_PATTERN.starts_with('^') && TIMESTAMP_PATTERN.ends_with('$'));
     }
 
     #[test]

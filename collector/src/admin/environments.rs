@@ -11,7 +11,7 @@ use serde_json::json;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::answers::{Conflict, Forbidden, Invalid, NotFound, Unauthorized};
-use super::authorized;
+use super::{authorized, Body};
 use crate::auth::Admin;
 use crate::bootstrap::generate_secret;
 use crate::error::{ApiError, Result};
@@ -92,6 +92,7 @@ struct NewEnvironment {
 #[utoipa::path(
     tag = "admin",
     security(("adminToken" = [])),
+    request_body = NewEnvironment,
     responses(
         (status = 201, body = EnvironmentView),
         (status = 400, response = Invalid),
@@ -103,7 +104,7 @@ struct NewEnvironment {
 #[post("/admin/v1/environments")]
 async fn create_environment(
     admin: Admin,
-    body: web::Json<NewEnvironment>,
+    body: Body<NewEnvironment>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     if !admin.is_global() {
@@ -179,6 +180,7 @@ fn origins_schema() -> utoipa::openapi::schema::Array {
     tag = "admin",
     security(("adminToken" = [])),
     params(("environment", example = "default", description = "Its id or name")),
+    request_body = EnvironmentUpdate,
     responses(
         (status = 200, body = EnvironmentView),
         (status = 400, response = Invalid),
@@ -192,7 +194,7 @@ fn origins_schema() -> utoipa::openapi::schema::Array {
 async fn update_environment(
     admin: Admin,
     path: web::Path<String>,
-    body: web::Json<EnvironmentUpdate>,
+    body: Body<EnvironmentUpdate>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     let environment = authorized(&state, &admin, &path).await?;
@@ -341,9 +343,12 @@ async fn remove_identity_secret(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// A name of 1 to [`MAX_NAME_CHARS`] characters as sent, not only blanks, no control
+/// characters; kept without its surrounding blanks.
 fn valid_name(name: &str) -> Result<String> {
+    let sent = name.chars().count();
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+    if name.is_empty() || sent > MAX_NAME_CHARS {
         let message = format!("an environment name has 1 to {MAX_NAME_CHARS} characters");
         return Err(ApiError::InvalidRequest(message));
     }
@@ -413,7 +418,7 @@ fn confirmed(environment: &Environment, confirmation: Option<&Confirmation>) -> 
 async fn purge_environment(
     admin: Admin,
     path: web::Path<String>,
-    body: Option<web::Json<Confirmation>>,
+    body: Option<Body<Confirmation>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     let environment = authorized(&state, &admin, &path).await?;
@@ -449,7 +454,7 @@ async fn purge_environment(
 async fn delete_environment(
     admin: Admin,
     path: web::Path<String>,
-    body: Option<web::Json<Confirmation>>,
+    body: Option<Body<Confirmation>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     let environment = authorized(&state, &admin, &path).await?;

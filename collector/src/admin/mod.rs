@@ -11,7 +11,14 @@ mod segments;
 mod tokens;
 mod users;
 
+use std::ops::Deref;
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 pub use users::to_batches as export_batches;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -71,6 +78,65 @@ impl EnvironmentQuery {
         let fallback = admin.environment().unwrap_or(&state.default_environment);
         let named = self.environment.as_deref().unwrap_or(fallback.as_str());
         authorized(state, admin, named).await
+    }
+}
+
+/// A JSON object body read into `T`. Unlike `web::Json`, it refuses an array: serde reads
+/// a struct from an array field by field, so `[null, null]` would pass for `{}`. And a
+/// number with a zero fraction counts as that integer (`365.0` is `365`), as JSON Schema
+/// counts it, where serde would refuse it for an integer field.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T> Body<T> {
+    /// The body's value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Body<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let object = web::Json::<Map<String, Value>>::from_request(req, payload);
+        Box::pin(async move {
+            let web::Json(mut object) = object.await?;
+            object.values_mut().for_each(integral_floats_as_integers);
+            serde_json::from_value(Value::Object(object))
+                .map(Body)
+                .map_err(|error| {
+                    ApiError::InvalidRequest(format!("the body is not valid: {error}")).into()
+                })
+        })
+    }
+}
+
+/// Turns every number with a zero fraction in `value` into that integer, where it fits 64
+/// bits.
+#[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+fn integral_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            if float.fract() == 0.0 && (i64::MIN as f64..0.0).contains(&float) {
+                *value = Value::from(float as i64);
+            } else if float.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&float) {
+                *value = Value::from(float as u64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::answers::{Conflict, Forbidden, Invalid, NotFound, Unauthorized};
-use super::authorized;
+use super::{authorized, Body};
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
 use crate::server::AppState;
@@ -70,6 +70,7 @@ async fn get_rule(
     tag = "admin",
     security(("adminToken" = [])),
     params(("environment", example = "default", description = "Its id or name")),
+    request_body = RetentionRule,
     responses(
         (status = 200, body = RuleView),
         (status = 400, response = Invalid),
@@ -82,7 +83,7 @@ async fn get_rule(
 async fn set_rule(
     admin: Admin,
     path: web::Path<String>,
-    body: web::Json<RetentionRule>,
+    body: Body<RetentionRule>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     let environment = authorized(&state, &admin, &path).await?;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::answers::{Forbidden, Invalid, NotFound, Unauthorized};
-use super::authorized;
+use super::{authorized, Body};
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
 use crate::segment::Filter;
@@ -32,8 +32,7 @@ pub fn routes(config: &mut ServiceConfig) {
         .service(cancel_job);
 }
 
-/// A segment: a filter, and for a page of its users where the page starts and how long
-/// it is.
+/// A page of a segment's users: the filter, where the page starts and how long it is.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SegmentRequest {
@@ -41,11 +40,11 @@ struct SegmentRequest {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::segment_filter_field)]
     filter: Option<Value>,
-    /// `…/segments/users`: users per page.
+    /// Users per page.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 200)]
     limit: Option<i64>,
-    /// `…/segments/users`: users to skip.
+    /// Users to skip.
     #[serde(default)]
     #[schema(minimum = 0)]
     offset: Option<i64>,
@@ -72,9 +71,33 @@ struct SegmentPage {
 impl SegmentRequest {
     fn filter(&self) -> Result<Filter> {
         let everyone = json!({});
-        Filter::parse(self.filter.as_ref().unwrap_or(&everyone))
-            .map_err(|error| ApiError::InvalidRequest(error.to_string()))
+        parse(self.filter.as_ref().unwrap_or(&everyone))
     }
+}
+
+/// The segment to preview.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PreviewRequest {
+    /// The filter (see the `SegmentFilter` schema); without it, everyone.
+    #[serde(default)]
+    #[schema(schema_with = crate::openapi::segment_filter_field)]
+    filter: Option<Value>,
+}
+
+/// The segment a deletion job is to delete.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SegmentDeletion {
+    /// The filter (see the `SegmentFilter` schema). It is required: deleting everyone is
+    /// a purge of the environment.
+    #[serde(default)]
+    #[schema(required = true, schema_with = crate::openapi::segment_filter_reference)]
+    filter: Option<Value>,
+}
+
+fn parse(filter: &Value) -> Result<Filter> {
+    Filter::parse(filter).map_err(|error| ApiError::InvalidRequest(error.to_string()))
 }
 
 /// How many users match the filter, and a few of them.
@@ -82,6 +105,7 @@ impl SegmentRequest {
     tag = "admin",
     security(("adminToken" = [])),
     params(("environment", example = "default", description = "Its id or name")),
+    request_body = PreviewRequest,
     responses(
         (status = 200, body = SegmentPreview),
         (status = 400, response = Invalid),
@@ -94,11 +118,11 @@ impl SegmentRequest {
 async fn preview(
     admin: Admin,
     path: web::Path<String>,
-    body: web::Json<SegmentRequest>,
+    body: Body<PreviewRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     let environment = authorized(&state, &admin, &path).await?;
-    let filter = body.filter()?;
+    let filter = parse(body.filter.as_ref().unwrap_or(&json!({})))?;
     let now = Utc::now();
 
     let count = state
@@ -119,6 +143,7 @@ async fn preview(
     tag = "admin",
     security(("adminToken" = [])),
     params(("environment", example = "default", description = "Its id or name")),
+    request_body = SegmentRequest,
     responses(
         (status = 200, body = SegmentPage),
         (status = 400, response = Invalid),
@@ -131,7 +156,7 @@ async fn preview(
 async fn list_users(
     admin: Admin,
     path: web::Path<String>,
-    body: web::Json<SegmentRequest>,
+    body: Body<SegmentRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     let environment = authorized(&state, &admin, &path).await?;
@@ -162,6 +187,7 @@ async fn list_users(
     tag = "admin",
     security(("adminToken" = [])),
     params(("environment", example = "default", description = "Its id or name")),
+    request_body = SegmentDeletion,
     responses(
         (status = 202, body = Job),
         (status = 400, response = Invalid),
@@ -174,15 +200,15 @@ async fn list_users(
 async fn delete(
     admin: Admin,
     path: web::Path<String>,
-    body: web::Json<SegmentRequest>,
+    body: Body<SegmentDeletion>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     let environment = authorized(&state, &admin, &path).await?;
-    if body.filter.is_none() {
+    let Some(filter) = &body.filter else {
         let message = "send the segment's filter; to delete everyone, purge the environment";
         return Err(ApiError::InvalidRequest(message.into()));
-    }
-    let filter = body.filter()?;
+    };
+    let filter = parse(filter)?;
 
     let total = state
         .store

@@ -9,7 +9,7 @@ use serde_json::json;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::answers::{Forbidden, Invalid, NotFound, Unauthorized};
-use super::authorized;
+use super::{authorized, Body};
 use crate::auth::{token_hash, Admin};
 use crate::bootstrap::generate_secret;
 use crate::error::{ApiError, Result};
@@ -75,6 +75,7 @@ struct CreatedToken {
 #[utoipa::path(
     tag = "admin",
     security(("adminToken" = [])),
+    request_body = NewToken,
     responses(
         (status = 201, body = CreatedToken),
         (status = 400, response = Invalid),
@@ -86,12 +87,13 @@ struct CreatedToken {
 #[post("/admin/v1/tokens")]
 async fn create_token(
     admin: Admin,
-    body: web::Json<NewToken>,
+    body: Body<NewToken>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     global(&admin)?;
+    let sent = body.label.chars().count();
     let label = body.label.trim();
-    if label.is_empty() || label.chars().count() > 100 || label.chars().any(char::is_control) {
+    if label.is_empty() || sent > 100 || label.chars().any(char::is_control) {
         let message = "a token label has 1 to 100 characters and no control characters";
         return Err(ApiError::InvalidRequest(message.into()));
     }
