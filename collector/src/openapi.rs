@@ -38,6 +38,7 @@ use crate::error::ApiError;
             crate::admin::answers::Forbidden,
             crate::admin::answers::NotFound,
             crate::admin::answers::Conflict,
+            crate::admin::answers::TooLarge,
         ),
     ),
     tags(

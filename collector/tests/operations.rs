@@ -115,6 +115,12 @@ async fn environment_settings_are_validated() {
         ),
         (
             "PATCH",
+            "/admin/v1/environments/default",
+            json!({"allowedOrigins": ["https://shop\u{0}.example"]}),
+            400,
+        ),
+        (
+            "PATCH",
             "/admin/v1/environments/nowhere",
             json!({"storeIp": true}),
             404,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::answers::{Conflict, Forbidden, Invalid, NotFound, Unauthorized};
+use super::answers::{Conflict, Forbidden, Invalid, NotFound, TooLarge, Unauthorized};
 use super::{authorized, Body};
 use crate::auth::Admin;
 use crate::bootstrap::generate_secret;
@@ -97,6 +97,7 @@ struct NewEnvironment {
         (status = 201, body = EnvironmentView),
         (status = 400, response = Invalid),
         (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
         (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
     )
@@ -165,7 +166,8 @@ struct EnvironmentUpdate {
 fn origins_schema() -> utoipa::openapi::schema::Array {
     let origin = utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::String)
-        .pattern(Some(r"^(\*|[A-Za-z0-9+.-]+://[^/?# ]+)$"));
+        // Visible ASCII but `/`, `?` and `#` after the scheme, as `valid_origins` checks.
+        .pattern(Some(r#"^(\*|[A-Za-z0-9+.-]+://[!-"$-.0->@-~]+)$"#));
     utoipa::openapi::schema::ArrayBuilder::new()
         .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
             utoipa::openapi::Type::Array,
@@ -185,6 +187,7 @@ fn origins_schema() -> utoipa::openapi::schema::Array {
         (status = 200, body = EnvironmentView),
         (status = 400, response = Invalid),
         (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
@@ -372,6 +375,9 @@ fn valid_origins(origins: Vec<String>) -> Result<Vec<String>> {
                         .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
                     && !rest.is_empty()
                     && !rest.contains(['/', '?', '#', ' '])
+                    // Browsers send origins as visible ASCII; a control character (NUL
+                    // above all, which PostgreSQL cannot store in text) is never one.
+                    && rest.chars().all(|c| c.is_ascii_graphic())
             });
         if !shaped {
             let message = format!("`{origin}` is not an origin such as https://shop.example");
@@ -410,6 +416,7 @@ fn confirmed(environment: &Environment, confirmation: Option<&Confirmation>) -> 
         (status = 200, description = "What was deleted", body = Receipt),
         (status = 400, response = Invalid),
         (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
     )
@@ -445,6 +452,7 @@ async fn purge_environment(
         (status = 200, description = "What was deleted", body = Receipt),
         (status = 400, response = Invalid),
         (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),

@@ -166,4 +166,8 @@ pub mod answers {
     /// The request conflicts with what is stored or running.
     #[derive(Debug, utoipa::ToResponse)]
     pub struct Conflict(ErrorResponse<'static>);
+
+    /// The body is over the admin routes' limit of 64 KiB (`payload_too_large`).
+    #[derive(Debug, utoipa::ToResponse)]
+    pub struct TooLarge(ErrorResponse<'static>);
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::answers::{Conflict, Forbidden, Invalid, NotFound, Unauthorized};
+use super::answers::{Conflict, Forbidden, Invalid, NotFound, TooLarge, Unauthorized};
 use super::{authorized, Body};
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
@@ -75,6 +75,7 @@ async fn get_rule(
         (status = 200, body = RuleView),
         (status = 400, response = Invalid),
         (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
     )

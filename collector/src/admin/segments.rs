@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::answers::{Forbidden, Invalid, NotFound, Unauthorized};
+use super::answers::{Forbidden, Invalid, NotFound, TooLarge, Unauthorized};
 use super::{authorized, Body};
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
@@ -110,6 +110,7 @@ fn parse(filter: &Value) -> Result<Filter> {
         (status = 200, body = SegmentPreview),
         (status = 400, response = Invalid),
         (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
     )
@@ -148,6 +149,7 @@ async fn preview(
         (status = 200, body = SegmentPage),
         (status = 400, response = Invalid),
         (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
     )
@@ -192,6 +194,7 @@ async fn list_users(
         (status = 202, body = Job),
         (status = 400, response = Invalid),
         (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
     )

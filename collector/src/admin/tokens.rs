@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::answers::{Forbidden, Invalid, NotFound, Unauthorized};
+use super::answers::{Forbidden, Invalid, NotFound, TooLarge, Unauthorized};
 use super::{authorized, Body};
 use crate::auth::{token_hash, Admin};
 use crate::bootstrap::generate_secret;
@@ -80,6 +80,7 @@ struct CreatedToken {
         (status = 201, body = CreatedToken),
         (status = 400, response = Invalid),
         (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
     )
