@@ -119,17 +119,21 @@ impl Sweeper {
         slot: Option<DateTime<Utc>>,
     ) -> Result<Option<SweepRun>> {
         let lease = format!("retention:{}", environment.id);
+        // A lease is renewed by the owner holding it, so each sweep owns it under a name
+        // of its own: the schedule and a sweep on request in the same collector must
+        // exclude each other as two collectors do.
+        let owner = format!("{}:{}", self.owner, uuid::Uuid::new_v4().simple());
         let until = || Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
         if !self
             .store
-            .acquire_lease(&lease, &self.owner, until(), slot)
+            .acquire_lease(&lease, &owner, until(), slot)
             .await?
         {
             return Ok(None);
         }
 
-        let outcome = self.sweep(environment, slot, &lease, until).await;
-        let released = self.store.release_lease(&lease, &self.owner, slot).await;
+        let outcome = self.sweep(environment, slot, &lease, &owner, until).await;
+        let released = self.store.release_lease(&lease, &owner, slot).await;
 
         let run = outcome?;
         released?;
@@ -141,6 +145,7 @@ impl Sweeper {
         environment: &Environment,
         slot: Option<DateTime<Utc>>,
         lease: &str,
+        owner: &str,
         until: impl Fn() -> DateTime<Utc>,
     ) -> Result<SweepRun> {
         let now = Utc::now();
@@ -166,7 +171,7 @@ impl Sweeper {
                 break;
             }
             self.store
-                .acquire_lease(lease, &self.owner, until(), None)
+                .acquire_lease(lease, owner, until(), None)
                 .await?;
         }
 
@@ -193,5 +198,64 @@ impl Sweeper {
             removed,
             audit_entry: entry.seq,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ebb_protocol::{Message, MessageType, UserId};
+
+    use super::*;
+    use crate::store::{Accepted, EnvironmentChanges, RetentionRule, WriteBatch};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_scheduled_sweep_and_one_on_request_in_one_collector_exclude_each_other() {
+        let folder = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", folder.path().join("ebb.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let environment = store.create_environment("test", "wk", None).await.unwrap();
+        let long_ago = Utc::now() - chrono::Duration::days(400);
+        let messages = (0..3)
+            .map(|user| {
+                let mut message = Message::new(MessageType::Track);
+                message.user_id = Some(UserId::new(format!("old-{user}")));
+                message.event = Some("Signed Up".into());
+                Accepted {
+                    message,
+                    time: long_ago,
+                }
+            })
+            .collect();
+        let batch = WriteBatch {
+            environment: environment.id.clone(),
+            messages,
+            received_at: long_ago,
+        };
+        store.store_batches(&[&batch]).await.unwrap();
+        let rule = RetentionRule {
+            days: Some(30),
+            days_without_response: None,
+        };
+        let changes = EnvironmentChanges {
+            retention: Some(rule),
+            ..Default::default()
+        };
+        let environment = store
+            .update_environment(&environment.id, &changes)
+            .await
+            .unwrap()
+            .unwrap();
+        let sweeper = Sweeper::new(store, Duration::from_secs(3_600), 30);
+
+        let (scheduled, on_request) =
+            tokio::join!(sweeper.sweep_due(), sweeper.sweep_now(&environment));
+
+        let runs: Vec<SweepRun> = scheduled
+            .unwrap()
+            .into_iter()
+            .chain(on_request.unwrap())
+            .collect();
+        assert_eq!(runs.len(), 1, "both sweeps ran at once");
+        assert_eq!(runs[0].users, 3);
     }
 }
