@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of Ebb: formatting and lints, the Rust unit and integration tests
-# (protocol, SDK core, collector over HTTP on fresh SQLite databases), the SDK's storage and
-# fetch bindings in Chromium, and the browser tests (the real SDK in headless Chromium
-# against a real collector, the npm package's types, Vite build and SSR import). Installs what it needs
+# Runs every test of Ebb: formatting and lints, the compose file, the Rust unit and
+# integration tests (protocol, SDK core, collector over HTTP on fresh SQLite databases, then
+# on PostgreSQL), the SDK's storage and fetch bindings in Chromium, the container image
+# under podman, and the browser tests (the real SDK in headless Chromium against a real
+# collector, the npm package's types, Vite build and SSR import). Installs what it needs
 # first. Exits non-zero on the first failure.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ start=$SECONDS
 step() { printf '\n==> %s (%ds)\n' "$*" "$((SECONDS - start))"; }
 
 step "setting up"
-bash scripts/setup.sh --browser
+bash scripts/setup.sh --browser --container
 
 # The collector's tests run once more against PostgreSQL, each in a database of its own
 # that it creates and drops; they fail when the server cannot be reached.
@@ -30,6 +31,10 @@ rustfmt --edition 2021 --check collector/src/store/backend.rs collector/src/stor
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy -p ebb-sdk --target wasm32-unknown-unknown --all-targets --quiet -- -D warnings
 
+step "compose file: the settings it names and how its services fit together"
+python3 scripts/check-compose.py
+python3 tests/container/check_compose_test.py
+
 step "Rust tests (collector on SQLite)"
 cargo test --workspace
 
@@ -45,6 +50,10 @@ CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
 
 step "SDK size (bytes a site ships)"
 bash scripts/sdk-size.sh
+
+step "container image: built with buildah, run with podman"
+bash scripts/build-image.sh
+bash tests/container/image.test.sh
 
 step "the HTTP API against its OpenAPI description (Schemathesis)"
 bash scripts/schemathesis.sh
