@@ -126,7 +126,7 @@ impl Consent {
     pub fn to_json(&self) -> String {
         let mut preferences = Object::new();
         for (name, granted) in self.preferences() {
-            preferences.boolean(&name, granted);
+            preferences.named_boolean(&name, granted);
         }
         Object::new()
             .raw("categoryPreferences", &preferences.finish())
@@ -223,6 +223,18 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_category_with_quotes_and_control_characters_still_makes_valid_json() {
+        let mut state = consent(Mode::OptIn, false);
+
+        state.restore("garbage\n=1\nanalytics=1\nads\"\\\u{1}=1\n");
+        let json: serde_json::Value = serde_json::from_str(&state.to_json()).unwrap();
+
+        assert_eq!(state.status(), Status::Allowed);
+        assert_eq!(json["categoryPreferences"]["ads\"\\\u{1}"], true);
+        assert_eq!(json["categoryPreferences"]["analytics"], true);
+    }
+
+    #[test]
     fn deny_all_then_forget_returns_to_undecided() {
         let mut state = consent(Mode::OptIn, false);
         state.choose(&names(&["analytics", "ads"]), true);
@@ -259,6 +271,24 @@ mod tests {
 
             prop_assert_eq!(restored.preferences(), state.preferences());
             prop_assert_eq!(restored.status(), state.status());
+        }
+
+        #[test]
+        fn preferences_are_valid_json_whatever_the_category_names(
+            choices in prop::collection::vec((any::<String>(), any::<bool>()), 0..6),
+        ) {
+            let mut state = consent(Mode::OptIn, false);
+            for (name, granted) in &choices {
+                state.choose(core::slice::from_ref(name), *granted);
+            }
+
+            let json: serde_json::Value = serde_json::from_str(&state.to_json()).unwrap();
+
+            let listed = json["categoryPreferences"].as_object().unwrap();
+            prop_assert_eq!(listed.len(), state.preferences().len());
+            for (name, granted) in state.preferences() {
+                prop_assert_eq!(&listed[&name], &serde_json::Value::Bool(granted));
+            }
         }
 
         #[test]

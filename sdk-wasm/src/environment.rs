@@ -5,6 +5,8 @@
 //! `location`, `document` and `navigator`; tests implement it with counters and fixed
 //! values, which keeps every message the core builds reproducible.
 
+use core::cell::Cell;
+
 use crate::json::Object;
 use crate::prelude::*;
 use crate::Result;
@@ -18,10 +20,8 @@ pub trait Environment {
     /// [`Error::NoRandomSource`](crate::Error::NoRandomSource) when the host has none.
     fn random_bytes(&mut self) -> Result<[u8; 16]>;
 
-    /// The current time as ISO-8601 in UTC, e.g. `2026-05-01T12:00:00.000Z`.
-    fn now(&self) -> String;
-
-    /// The current time in milliseconds since the Unix epoch.
+    /// The wall clock: milliseconds since the Unix epoch, which jump when the clock is set.
+    /// The SDK reads it through [`SteadyClock`] for timestamps and retry delays.
     fn now_ms(&self) -> f64;
 
     /// The page the visitor is on, when the SDK runs in a window.
@@ -77,6 +77,37 @@ impl Page {
             .string("title", &self.title)
             .string("referrer", &self.referrer)
             .finish()
+    }
+}
+
+/// The SDK's time for message timestamps, `sentAt` and retry delays: the wall clock, except
+/// that it never runs backwards.
+///
+/// When the wall clock is set back (by the visitor, or a time sync correcting it), this
+/// clock carries on from where it was, at the wall clock's pace. Messages then keep their
+/// order, and `sentAt` stays on the same clock as the `timestamp` of every message in the
+/// batch, so the collector's skew correction (`receivedAt − (sentAt − timestamp)`) still
+/// places each where it happened; a retry that was due in a second is still due in a
+/// second, not an hour later. Only the tabs' liveness marks read the wall clock itself,
+/// since other tabs compare them with theirs.
+#[derive(Debug, Default)]
+pub(crate) struct SteadyClock {
+    /// How far this clock runs ahead of the wall clock: the sum of its backward jumps.
+    ahead: Cell<f64>,
+    /// The last time read.
+    last: Cell<f64>,
+}
+
+impl SteadyClock {
+    /// The time now, for a wall clock reading `wall` milliseconds.
+    pub(crate) fn at(&self, wall: f64) -> f64 {
+        let mut now = wall + self.ahead.get();
+        if now < self.last.get() {
+            now = self.last.get();
+            self.ahead.set(now - wall);
+        }
+        self.last.set(now);
+        now
     }
 }
 
@@ -138,7 +169,39 @@ mod tests {
         assert_eq!(iso8601(253_402_300_799_999.0), "9999-12-31T23:59:59.999Z");
     }
 
+    #[test]
+    fn the_steady_clock_carries_on_where_it_was_when_the_wall_clock_goes_back() {
+        let clock = SteadyClock::default();
+        let hour = 3_600_000.0;
+
+        let before = clock.at(10.0 * hour);
+        let at_the_jump = clock.at(9.0 * hour);
+        let a_second_later = clock.at(9.0 * hour + 1000.0);
+
+        assert_eq!(before, 10.0 * hour);
+        assert_eq!(at_the_jump, before);
+        assert_eq!(a_second_later, before + 1000.0);
+    }
+
     proptest! {
+        #[test]
+        fn the_steady_clock_moves_as_far_as_the_wall_clock_moves_forward(
+            start in 0f64..1e13,
+            steps in prop::collection::vec(-1e7f64..1e7, 1..40),
+        ) {
+            let clock = SteadyClock::default();
+            let mut wall = start;
+            let mut last = clock.at(wall);
+
+            for step in steps {
+                wall += step;
+                let now = clock.at(wall);
+
+                prop_assert!((now - last - step.max(0.0)).abs() < 1e-3, "{} after {}", now, last);
+                last = now;
+            }
+        }
+
         #[test]
         fn every_instant_reads_back_as_itself(ms in 0u64..253_402_300_800_000) {
             let text = iso8601(ms as f64);

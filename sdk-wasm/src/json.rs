@@ -140,6 +140,17 @@ impl Object {
         self.raw(name, if value { "true" } else { "false" })
     }
 
+    /// A boolean member whose name is not the SDK's own (a consent category, which the page
+    /// or stored text names), escaped like any string.
+    pub(crate) fn named_boolean(&mut self, name: &str, value: bool) -> &mut Self {
+        if self.out.len() > 1 {
+            self.out.push(',');
+        }
+        push_string(&mut self.out, name);
+        self.out.push_str(if value { ":true" } else { ":false" });
+        self
+    }
+
     /// The finished text.
     pub(crate) fn finish(&mut self) -> String {
         let mut out = core::mem::take(&mut self.out);

@@ -289,20 +289,16 @@ impl Queue {
 
     /// Adds the messages of stored text (from [`Queue::encode`]) behind those queued, with
     /// its drop count; returns how many lines were unreadable and skipped.
+    ///
+    /// An unreadable first line (the drop count) is skipped like any other broken line: the
+    /// messages after it are whole and are kept.
     pub fn restore(&mut self, text: &str) -> usize {
-        let mut lines = json::lines(text);
-        let dropped = lines
-            .next()
-            .and_then(|header| header.strip_prefix('v'))
-            .and_then(|count| count.parse::<u64>().ok());
-        let Some(dropped) = dropped else {
-            return json::lines(text).filter(|line| !line.is_empty()).count();
-        };
-        self.dropped += dropped;
-
         let mut skipped = 0;
-        for line in lines {
-            if json::is_object(line) && line.ends_with("}}") {
+        for (index, line) in json::lines(text).enumerate() {
+            let header = line.strip_prefix('v').filter(|_| index == 0);
+            if let Some(dropped) = header.and_then(|count| count.parse::<u64>().ok()) {
+                self.dropped += dropped;
+            } else if json::is_object(line) && line.ends_with("}}") {
                 self.push(line.to_owned());
             } else {
                 skipped += 1;
@@ -435,6 +431,19 @@ mod tests {
         assert_eq!(skipped, 2);
         assert_eq!(events(&batch), ["e1", "e2"]);
         assert_eq!(Queue::new(10).restore("garbage\nmore"), 2);
+    }
+
+    #[test]
+    fn a_damaged_drop_count_loses_none_of_the_messages_after_it() {
+        let stored = format!("vX\n{}\nv9\n{}", message(1), message(2));
+        let mut restored = Queue::new(1 << 20);
+
+        let skipped = restored.restore(&stored);
+        let batch = restored.take(20, 60_000, "wk", "t").unwrap();
+
+        assert_eq!(skipped, 2, "the damaged count and a count out of place");
+        assert_eq!(events(&batch), ["e1", "e2"]);
+        assert!(!batch.body().contains("dropped"));
     }
 
     proptest! {

@@ -18,6 +18,7 @@ use alloc::collections::VecDeque;
 use crate::config::Mode;
 use crate::consent::{Consent, Status};
 use crate::delivery::{Backoff, Outcome};
+use crate::environment::SteadyClock;
 use crate::json::{self, Object};
 use crate::prelude::*;
 use crate::queue::{Batch, Queue, Settled};
@@ -151,6 +152,8 @@ struct Context {
 pub struct Sdk<E, S> {
     config: Config,
     env: E,
+    /// The time of timestamps, `sentAt` and retries; see [`SteadyClock`].
+    clock: SteadyClock,
     store: S,
     consent: Consent,
     /// `context.consent` as JSON, rewritten on each change of consent: every message
@@ -171,6 +174,8 @@ pub struct Sdk<E, S> {
     tab: Option<String>,
     persisting: bool,
     dirty: bool,
+    /// Whether the last write of the queue to storage went through.
+    queue_stored: bool,
     storage_failed: bool,
 }
 
@@ -205,6 +210,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             user_hash: config.user_hash.clone(),
             config,
             env,
+            clock: SteadyClock::default(),
             store,
             consent_json: consent.to_json(),
             context: None,
@@ -218,6 +224,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             tab: None,
             persisting: false,
             dirty: false,
+            queue_stored: false,
             storage_failed: false,
         };
         // A visitor who consented earlier keeps their identity and queue, even after denying
@@ -276,7 +283,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     pub fn record(&mut self, mut call: Call) -> Result<Recorded> {
         check(&call.payload)?;
         if call.timestamp.is_none() {
-            call.timestamp = Some(self.env.now());
+            call.timestamp = Some(self.now());
         }
 
         match self.consent.status() {
@@ -430,7 +437,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
 
     /// Milliseconds until a retry is due (0 when nothing holds sending back).
     pub fn retry_wait_ms(&self) -> f64 {
-        (self.retry_at_ms - self.env.now_ms()).max(0.0)
+        (self.retry_at_ms - self.now_ms()).max(0.0)
     }
 
     /// The mark a flush waits for: everything queued before it.
@@ -446,7 +453,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     /// Takes the oldest waiting messages into a batch of at most `max_bytes`, stamped with
     /// `sentAt`, or `None` when nothing waits.
     pub fn next_batch(&mut self, max_bytes: usize) -> Option<Batch> {
-        let sent_at = self.env.now();
+        let sent_at = self.now();
         let max_bytes = max_bytes.min(self.config.flush_bytes);
 
         self.queue.take(
@@ -472,7 +479,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
                 self.queue.settle(batch, Settled::Retry);
                 let random = self.random_u32();
                 let delay = self.backoff.failed(random, *retry_after_ms);
-                self.retry_at_ms = self.env.now_ms() + f64::from(delay);
+                self.retry_at_ms = self.now_ms() + f64::from(delay);
                 Some(delay)
             }
         }
@@ -498,7 +505,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             return;
         };
         let encoded = self.queue.encode();
-        self.write(&key(QUEUE_PREFIX, &tab), &encoded);
+        self.queue_stored = self.write(&key(QUEUE_PREFIX, &tab), &encoded);
         self.touch_live(&tab);
     }
 
@@ -513,14 +520,18 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     }
 
     /// The page came back from the back-forward cache: takes the tab's stored queue up
-    /// again, as another tab may have adopted it meanwhile.
+    /// again, as another tab may have adopted it meanwhile, unless storing it failed.
     pub fn page_shown(&mut self) {
         let Some(tab) = self.tab.clone() else {
             return;
         };
-        self.queue.clear();
-        if let Some(stored) = self.store.get(&key(QUEUE_PREFIX, &tab)) {
-            self.queue.restore(&stored);
+        // A queue that storage refused when the page was hidden lives in memory alone; the
+        // stored one is older, and taking it up would lose what came since.
+        if self.queue_stored {
+            self.queue.clear();
+            if let Some(stored) = self.store.get(&key(QUEUE_PREFIX, &tab)) {
+                self.queue.restore(&stored);
+            }
         }
         self.touch_live(&tab);
     }
@@ -805,7 +816,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
                 event: CONSENT_EVENT.to_owned(),
                 properties: Fields::default(),
             },
-            timestamp: Some(self.env.now()),
+            timestamp: Some(self.now()),
             page: None,
         };
         let (user_id, user_hash) = (self.user_id.clone(), self.user_hash.clone());
@@ -832,7 +843,9 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             (USER_HASH_KEY, self.user_hash.clone()),
         ] {
             match value {
-                Some(value) => self.write(name, &value),
+                Some(value) => {
+                    self.write(name, &value);
+                }
                 None => self.store.remove(name),
             }
         }
@@ -840,11 +853,22 @@ impl<E: Environment, S: Store> Sdk<E, S> {
         self.write(TRAITS_KEY, &traits);
     }
 
-    /// Writes to storage; a refusal leaves the SDK working from memory.
-    fn write(&mut self, name: &str, value: &str) {
-        if !self.store.set(name, value) {
-            self.storage_failed = true;
-        }
+    /// Writes to storage; a refusal leaves the SDK working from memory. Returns whether
+    /// storage took it.
+    fn write(&mut self, name: &str, value: &str) -> bool {
+        let written = self.store.set(name, value);
+        self.storage_failed |= !written;
+        written
+    }
+
+    /// Now by the SDK's [`SteadyClock`], in milliseconds.
+    fn now_ms(&self) -> f64 {
+        self.clock.at(self.env.now_ms())
+    }
+
+    /// Now by the SDK's [`SteadyClock`], as ISO-8601.
+    fn now(&self) -> String {
+        crate::iso8601(self.now_ms())
     }
 
     fn mint(&mut self) -> Result<String> {

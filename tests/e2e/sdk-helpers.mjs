@@ -64,7 +64,8 @@ export async function openFixture(context, collector) {
 /**
  * Records every batch request the context sends (including keepalive ones) and lets a
  * test answer it: `answer(request, attempt)` returns `undefined` to pass the request on to
- * the collector, `'abort'`, or `{status, headers, body}` to answer in its place.
+ * the collector, `'abort'`, or `{status, headers, body}` to answer in its place, or a
+ * promise of one of these to hold the request until it settles.
  */
 export async function recordBatches(context, answer = () => undefined) {
   const requests = [];
@@ -72,10 +73,14 @@ export async function recordBatches(context, answer = () => undefined) {
     (url) => url.pathname === '/v1/batch',
     async (route) => {
       const request = route.request();
-      const body = JSON.parse(request.postData() ?? '{}');
-      const entry = { body, messages: body.batch ?? [], headers: request.headers(), status: null };
+      // A body that is not JSON is recorded as `body: null`, for a test to see.
+      let body = null;
+      try {
+        body = JSON.parse(request.postData() ?? '{}');
+      } catch {}
+      const entry = { body, messages: body?.batch ?? [], headers: request.headers(), status: null };
       requests.push(entry);
-      const reply = answer(entry, requests.length);
+      const reply = await answer(entry, requests.length);
       if (reply === 'abort') {
         entry.status = 'aborted';
         await route.abort('internetdisconnected');

@@ -32,10 +32,6 @@ impl Environment for Fixed {
         Ok([self.draws.get(); 16])
     }
 
-    fn now(&self) -> String {
-        format!("2026-05-01T12:00:{:02}.000Z", self.clock.get())
-    }
-
     fn now_ms(&self) -> f64 {
         1_777_636_800_000.0 + f64::from(self.clock.get()) * 1000.0
     }
@@ -508,4 +504,97 @@ fn a_corrupt_stored_entry_is_skipped() {
 
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1]["event"], "Kept");
+}
+
+#[test]
+fn the_clock_set_back_an_hour_keeps_events_in_order_and_a_retry_due_on_time() {
+    let env = Fixed::new();
+    env.clock.set(7200);
+    let mut sdk = sdk_with(config(), env.clone(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(track("Before")).unwrap();
+    let failed = sdk.next_batch(usize::MAX).unwrap();
+    let delay = sdk.settle(
+        failed.id(),
+        &Outcome::Retry {
+            status: 503,
+            retry_after_ms: None,
+        },
+    );
+
+    env.clock.set(3600);
+    let wait = sdk.retry_wait_ms();
+    sdk.record(track("After")).unwrap();
+    env.clock.set(3601);
+    let batch = sdk.next_batch(usize::MAX).unwrap();
+
+    assert_eq!(
+        wait,
+        f64::from(delay.unwrap()),
+        "the retry is still due after its delay"
+    );
+    let received = ebb_protocol::decode::parse_timestamp("2026-05-01T13:00:00.000Z").unwrap();
+    let envelope = decode_batch(batch.body().as_bytes()).unwrap();
+    let stored: Vec<_> = (0..envelope.items.len())
+        .map(|index| {
+            let message = envelope.message(index).unwrap();
+            ebb_protocol::decode::event_time(&message, received)
+        })
+        .collect();
+    assert_eq!(stored.len(), 3, "the consent record, Before and After");
+    assert!(
+        stored.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{stored:?}"
+    );
+    assert!(stored.iter().all(|time| *time <= received), "{stored:?}");
+    assert_eq!(
+        (received - stored[1]).num_seconds(),
+        1,
+        "Before happened a second ago"
+    );
+}
+
+#[test]
+fn a_page_shown_again_keeps_the_queue_that_storage_refused_when_it_was_hidden() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(track("Stored")).unwrap();
+    sdk.save();
+    sdk.store.refuse_writes = true;
+    sdk.record(track("Only in memory")).unwrap();
+    sdk.page_hidden();
+    sdk.store.refuse_writes = false;
+
+    sdk.page_shown();
+    let sent = drain(&mut sdk);
+
+    let events: Vec<_> = sent
+        .iter()
+        .map(|message| message["event"].clone())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            json!(CONSENT_EVENT),
+            json!("Stored"),
+            json!("Only in memory")
+        ]
+    );
+}
+
+#[test]
+fn a_page_shown_again_leaves_the_queue_another_tab_adopted_meanwhile() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(track("Adopted elsewhere")).unwrap();
+    sdk.page_hidden();
+    let queue = ebb_keys(&sdk.store)
+        .into_iter()
+        .find(|name| name.starts_with(QUEUE_PREFIX))
+        .unwrap();
+    sdk.store.local.remove(&queue);
+
+    sdk.page_shown();
+
+    assert!(drain(&mut sdk).is_empty(), "the other tab sends it");
 }

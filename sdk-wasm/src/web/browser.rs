@@ -71,10 +71,6 @@ impl Environment for Browser {
         Ok(bytes)
     }
 
-    fn now(&self) -> String {
-        crate::iso8601(Date::now())
-    }
-
     fn now_ms(&self) -> f64 {
         Date::now()
     }
