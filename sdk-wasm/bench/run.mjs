@@ -3,6 +3,7 @@
 //
 //   npm run bench:sdk            (after scripts/build-sdk.sh)
 //   node sdk-wasm/bench/run.mjs --rounds 11 --json
+//   EBB_BENCH_SDK=/tmp/other-build node sdk-wasm/bench/run.mjs
 //
 // The page is served from memory through Playwright's routing on a made-up origin; no
 // request leaves the machine.
@@ -17,8 +18,12 @@ const asJson = args.includes('--json');
 const origin = 'http://bench.ebb.test';
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
 
+// EBB_BENCH_SDK names another build of the SDK to measure (a copy of www/sdk/), for
+// comparing two builds in turn.
+const sdkDir = process.env.EBB_BENCH_SDK ?? join(root, 'www', 'sdk');
+
 const files = (path) => {
-  if (path.startsWith('/sdk/')) return join(root, 'www', path);
+  if (path.startsWith('/sdk/')) return join(sdkDir, path.slice(5));
   if (path.startsWith('/posthog/')) return join(root, 'node_modules', 'posthog-js', 'dist', path.slice(9));
   if (path.startsWith('/bench/')) return join(root, 'sdk-wasm', 'bench', path.slice(7));
   return null;
