@@ -11,19 +11,20 @@
 //! retry would fail the same way and resend what is already stored. And an error status,
 //! unlike a 200, shows up in the sending library's logs, where the developer can see it.
 
+pub mod body;
+
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use actix_web::dev::Decompress;
 use actix_web::http::header::ORIGIN;
-use actix_web::web::{self, BytesMut};
+use actix_web::web;
 use actix_web::{options, post, HttpRequest, HttpResponse};
 use chrono::Utc;
 use ebb_protocol::decode::{decode_batch, decode_single, event_time, Envelope};
 use ebb_protocol::openapi::{
     AliasBody, BatchBody, GroupBody, IdentifyBody, PageBody, ScreenBody, TrackBody,
 };
-use ebb_protocol::{Message, MessageType, Rejection, SuccessBody, MAX_BATCH_BYTES};
+use ebb_protocol::{Message, MessageType, Rejection, SuccessBody};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -200,27 +201,19 @@ fn preflight() -> HttpResponse {
         .finish()
 }
 
-/// Reads the body, decompressing it as `Content-Encoding` says, and refuses it once it
-/// grows past the batch limit: the limit applies to the decompressed size, so a small
-/// compressed body cannot inflate without bound.
-async fn read_body(req: &HttpRequest, body: web::Payload) -> Result<BytesMut> {
-    let mut stream = Decompress::from_headers(body.into_inner(), req.headers());
-    let mut bytes = BytesMut::new();
+/// Reads the body as it arrives, decompressed and bounded by [`body::BodyDecoder`].
+async fn read_body(req: &HttpRequest, body: web::Payload) -> Result<Vec<u8>> {
+    let mut payload = body.into_inner();
+    let mut decoder = body::BodyDecoder::new(req.headers());
 
-    while let Some(chunk) = stream.next().await {
+    while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|error| {
             tracing::debug!(error = %error, "unreadable body");
-            let reason = "it ended early or its compression is corrupt";
-            ApiError::UnreadableBody(reason.into())
+            ApiError::UnreadableBody("it ended early or its compression is corrupt".into())
         })?;
-        if bytes.len() + chunk.len() > MAX_BATCH_BYTES {
-            return Err(ApiError::PayloadTooLarge {
-                limit: MAX_BATCH_BYTES,
-            });
-        }
-        bytes.extend_from_slice(&chunk);
+        decoder.push(&chunk)?;
     }
-    Ok(bytes)
+    decoder.finish()
 }
 
 async fn ingest(req: &HttpRequest, state: &AppState, envelope: Envelope) -> Result<HttpResponse> {
