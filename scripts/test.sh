@@ -40,9 +40,10 @@ cargo test --workspace
 
 step "collector tests on PostgreSQL ($postgres_server)"
 # Tests of several collectors on one database need PostgreSQL; they are ignored in the
-# SQLite pass and included here.
+# SQLite pass and included here. `--workspace`, as above, so that cargo resolves the same
+# features and reuses the build instead of compiling the collector a second time.
 EBB_TEST_BACKEND=postgres EBB_TEST_POSTGRES_URL="$postgres_server" \
-  cargo test -p ebb-collector --tests -- --include-ignored
+  cargo test --workspace --tests -- --include-ignored
 
 step "SDK browser bindings: storage and fetch (wasm-bindgen-test in Chromium)"
 CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
