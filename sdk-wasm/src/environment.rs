@@ -28,8 +28,9 @@ pub trait Environment {
     fn page(&self) -> Option<Page>;
 
     /// Whether the visitor is still on `seen`, an earlier answer of [`page`](Self::page).
-    /// Asked for every message; a host where reading the whole page is costly answers it
-    /// more cheaply.
+    /// Asked for every message but page views; a host where reading the whole page is
+    /// costly answers it more cheaply (the browser's, from the same millisecond as the last
+    /// check, without reading at all).
     fn still_on(&self, seen: Option<&Page>) -> bool {
         self.page().as_ref() == seen
     }

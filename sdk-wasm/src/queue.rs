@@ -71,9 +71,12 @@ struct Flight {
 /// The SDK's outgoing messages.
 #[derive(Debug)]
 pub struct Queue {
-    // A `Vec` rather than a `VecDeque`: the byte bound keeps it to a few hundred entries,
-    // so taking from the front costs little, and the ring buffer's code would cost more.
+    /// The waiting messages from `head` on, oldest first. Those before `head` were taken
+    /// or dropped (their text already freed); they are cut off once they are half of it,
+    /// so that taking from the front costs no move of the rest, as at the byte bound,
+    /// where every new message drops the oldest. (A `VecDeque` does the same in more code.)
     waiting: Vec<Entry>,
+    head: usize,
     flights: Vec<Flight>,
     bytes: usize,
     cap: usize,
@@ -87,6 +90,7 @@ impl Queue {
     pub fn new(cap: usize) -> Self {
         Self {
             waiting: Vec::new(),
+            head: 0,
             flights: Vec::new(),
             bytes: 0,
             cap,
@@ -108,13 +112,28 @@ impl Queue {
 
         let mut dropped = 0;
         // The newest message stays even when it alone is over the bound.
-        while self.bytes > self.cap && dropped + 1 < self.waiting.len() {
-            self.bytes -= self.waiting[dropped].text.len() + 1;
+        while self.bytes > self.cap && self.head + 1 < self.waiting.len() {
+            let oldest = core::mem::take(&mut self.waiting[self.head].text);
+            self.bytes -= oldest.len() + 1;
+            self.head += 1;
             dropped += 1;
         }
-        self.waiting.drain(..dropped);
+        self.compact();
         self.dropped += dropped as u64;
         dropped
+    }
+
+    /// The messages waiting, oldest first.
+    fn live(&self) -> &[Entry] {
+        self.waiting.get(self.head..).unwrap_or_default()
+    }
+
+    /// Cuts off the spent entries before `head` once they are half of the vector.
+    fn compact(&mut self) {
+        if self.head * 2 >= self.waiting.len() {
+            self.waiting.drain(..self.head);
+            self.head = 0;
+        }
     }
 
     /// Counts calls that were dropped before they became messages, so the count travels
@@ -125,7 +144,7 @@ impl Queue {
 
     /// Messages waiting (not in a flight).
     pub fn waiting(&self) -> usize {
-        self.waiting.len()
+        self.live().len()
     }
 
     /// Bytes of the queued messages, waiting and flying.
@@ -146,7 +165,7 @@ impl Queue {
 
     /// Whether a message queued before `seq` is still waiting or flying.
     pub fn holds_before(&self, seq: u64) -> bool {
-        self.waiting.first().is_some_and(|entry| entry.seq < seq)
+        self.live().first().is_some_and(|entry| entry.seq < seq)
             || self
                 .flights
                 .iter()
@@ -170,7 +189,7 @@ impl Queue {
         let dropped_note = 24;
         let mut size = "{\"batch\":[],".len() + tail.len() + dropped_note;
         let mut count = 0;
-        for next in &self.waiting {
+        for next in self.live() {
             let grown = size + next.text.len() + 1;
             if count > 0 && (count >= max_count || grown > max_bytes) {
                 break;
@@ -181,7 +200,15 @@ impl Queue {
         if count == 0 {
             return None;
         }
-        let entries: Vec<Entry> = self.waiting.drain(..count).collect();
+        let entries: Vec<Entry> = self.waiting[self.head..self.head + count]
+            .iter_mut()
+            .map(|entry| Entry {
+                seq: entry.seq,
+                text: core::mem::take(&mut entry.text),
+            })
+            .collect();
+        self.head += count;
+        self.compact();
 
         let mut body = String::with_capacity(size);
         body.push_str("{\"batch\":[");
@@ -243,10 +270,10 @@ impl Queue {
                 self.dropped += flight.dropped;
                 for entry in flight.entries {
                     let at = self
-                        .waiting
+                        .live()
                         .iter()
                         .position(|other| other.seq > entry.seq)
-                        .unwrap_or(self.waiting.len());
+                        .map_or(self.waiting.len(), |at| self.head + at);
                     self.waiting.insert(at, entry);
                 }
             }
@@ -256,6 +283,7 @@ impl Queue {
     /// Forgets every message, waiting or flying, and the drop count.
     pub fn clear(&mut self) {
         self.waiting.clear();
+        self.head = 0;
         self.flights.clear();
         self.bytes = 0;
         self.dropped = 0;
@@ -267,7 +295,7 @@ impl Queue {
     pub fn encode(&self) -> String {
         // Few flights are ever under way: placing each of their entries by a scan is
         // cheaper in code than a sort.
-        let mut all: Vec<&Entry> = self.waiting.iter().collect();
+        let mut all: Vec<&Entry> = self.live().iter().collect();
         for entry in self.flights.iter().flat_map(|flight| &flight.entries) {
             let at = all
                 .iter()

@@ -750,6 +750,12 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             }
         }
 
+        // A page view reads the page afresh: a single-page app changes the URL with
+        // `history.pushState` and calls `page()` at once, faster than the host's cheap
+        // check of `still_on` may notice.
+        if matches!(call.payload, Payload::Page { .. }) {
+            self.context = None;
+        }
         match &call.page {
             Some(page) => {
                 let context = self.context_json(Some(page), user_hash);

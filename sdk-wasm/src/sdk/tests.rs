@@ -598,3 +598,73 @@ fn a_page_shown_again_leaves_the_queue_another_tab_adopted_meanwhile() {
 
     assert!(drain(&mut sdk).is_empty(), "the other tab sends it");
 }
+
+/// A page whose path the test changes, on a host whose cheap check never notices: what a
+/// single-page app's `history.pushState` looks like to the browser's `still_on` within one
+/// millisecond.
+#[derive(Debug, Clone)]
+struct Moving {
+    fixed: Fixed,
+    path: Rc<std::cell::RefCell<String>>,
+}
+
+impl Environment for Moving {
+    fn random_bytes(&mut self) -> Result<[u8; 16]> {
+        self.fixed.random_bytes()
+    }
+
+    fn now_ms(&self) -> f64 {
+        self.fixed.now_ms()
+    }
+
+    fn page(&self) -> Option<Page> {
+        let path = self.path.borrow().clone();
+        Some(Page {
+            url: format!("http://site.test{path}"),
+            path,
+            search: String::new(),
+            title: "App".into(),
+            referrer: String::new(),
+        })
+    }
+
+    fn still_on(&self, seen: Option<&Page>) -> bool {
+        seen.is_some()
+    }
+}
+
+#[test]
+fn a_page_view_reads_the_page_even_when_the_host_saw_no_change() {
+    let path = Rc::new(std::cell::RefCell::new("/a".to_owned()));
+    let env = Moving {
+        fixed: Fixed::new(),
+        path: path.clone(),
+    };
+    let mut sdk = Sdk::new(config(), env, MemoryStore::default()).unwrap();
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(track("On A")).unwrap();
+
+    *path.borrow_mut() = "/b".to_owned();
+    sdk.record(Call::now(Payload::Page {
+        name: Some("B".into()),
+        properties: fields(json!({})),
+    }))
+    .unwrap();
+    sdk.record(track("On B")).unwrap();
+    let batch = sdk.next_batch(usize::MAX).unwrap();
+    let body: Value = serde_json::from_str(batch.body()).unwrap();
+    let paths: Vec<(&str, &str)> = body["batch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] != "track" || m["event"] != "Segment Consent Preference Updated")
+        .map(|m| {
+            (
+                m["type"].as_str().unwrap(),
+                m["context"]["page"]["path"].as_str().unwrap(),
+            )
+        })
+        .collect();
+
+    assert_eq!(paths, [("track", "/a"), ("page", "/b"), ("track", "/b")]);
+}

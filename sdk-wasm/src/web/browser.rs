@@ -2,7 +2,7 @@
 //! `navigator`.
 
 use crate::prelude::*;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 
 use js_sys::{Date, Reflect};
 use wasm_bindgen::prelude::*;
@@ -36,6 +36,11 @@ pub(super) struct Browser {
     /// changed, since five reads of `location` and `document` per message cost more than
     /// the rest of it.
     href: RefCell<JsValue>,
+    /// The millisecond (`Date.now()`) in which `href` was last found unchanged: within it,
+    /// the page is taken as unchanged without reading `location.href`, whose getter is
+    /// the largest single cost of a `track` in a burst of them. A `page()` call always
+    /// reads the page afresh (see `Sdk::apply`).
+    checked_at: Cell<f64>,
 }
 
 impl Browser {
@@ -50,6 +55,7 @@ impl Browser {
             pool: Vec::new(),
             location: global("location").filter(JsValue::is_object),
             href: RefCell::new(JsValue::UNDEFINED),
+            checked_at: Cell::new(f64::NAN),
         })
     }
 }
@@ -88,6 +94,7 @@ impl Environment for Browser {
             referrer: document.referrer(),
         };
         *self.href.borrow_mut() = href;
+        self.checked_at.set(Date::now());
         Some(page)
     }
 
@@ -95,7 +102,18 @@ impl Environment for Browser {
         let Some(location) = &self.location else {
             return seen.is_none();
         };
-        seen.is_some() && location.unchecked_ref::<Place>().href() == *self.href.borrow()
+        if seen.is_none() {
+            return false;
+        }
+        let now = Date::now();
+        if now == self.checked_at.get() {
+            return true;
+        }
+        let same = location.unchecked_ref::<Place>().href() == *self.href.borrow();
+        if same {
+            self.checked_at.set(now);
+        }
+        same
     }
 
     fn global_privacy_control(&self) -> bool {
