@@ -3,12 +3,21 @@
 //! The database runs in WAL mode with `synchronous = FULL`, so a committed transaction
 //! survives a crash or power loss before the collector acknowledges it. All writes share
 //! one connection (see [`Backend`]); reads use a pool of read-only connections beside it.
+//!
+//! Copying the WAL back into the database file (a checkpoint) is left to a connection of
+//! its own, once every [`CHECKPOINT_EVERY`]. SQLite would otherwise run it inside the
+//! commit that fills the WAL past 1,000 pages, on the one writer connection, so that every
+//! write waited for it; and a stream of small transactions (a retention sweep's chunks)
+//! would copy the same pages again and again.
 
 use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// This backend's sqlx database type, for the shared queries.
 pub type Db = sqlx::Sqlite;
@@ -51,13 +60,19 @@ pub async fn open(url: &str) -> anyhow::Result<Backend> {
 
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(options.clone())
+        .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
         .await
         .context("while opening the SQLite database")?;
     sqlx::migrate!("./migrations/sqlite")
         .run(&writer)
         .await
         .context("while migrating the SQLite database")?;
+    let checkpointer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .context("while opening the SQLite database for checkpoints")?;
+    tokio::spawn(checkpoint_until_closed(checkpointer, writer.close_event()));
     let reader = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options.read_only(true))
@@ -70,4 +85,24 @@ pub async fn open(url: &str) -> anyhow::Result<Backend> {
         reader,
         suppression_key,
     })
+}
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the writer closes. A passive
+/// checkpoint waits for nobody: it copies what no reader still needs while the writer goes
+/// on appending.
+async fn checkpoint_until_closed(checkpointer: sqlx::SqlitePool, closed: sqlx::pool::CloseEvent) {
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            () = &mut closed => break,
+            () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&checkpointer)
+            .await
+        {
+            tracing::warn!(error = %error, "WAL checkpoint failed; retrying");
+        }
+    }
+    checkpointer.close().await;
 }
