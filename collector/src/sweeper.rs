@@ -7,8 +7,13 @@
 //! deletes in chunks, one transaction each, with the same cascade and tombstones as
 //! deleting one user, so ingest keeps flowing between chunks; each sweep ends with one
 //! audit entry holding its totals.
+//!
+//! Ingest into the environment waits while a chunk's transaction runs (on SQLite every
+//! write does), so chunks are sized by time, not by a number of users: each is sized from
+//! how long the one before took, to take about [`CHUNK_TIME`]. Users with many events make
+//! small chunks, users with few make large ones.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -18,8 +23,17 @@ use tokio::task::JoinHandle;
 use crate::error::Result;
 use crate::store::{Actor, Counts, Environment, Store};
 
-/// Users deleted per transaction.
-const CHUNK_USERS: i64 = 500;
+/// How long one chunk's transaction should take: what a sweep may add to the latency of
+/// ingest into the environment it sweeps. Shorter chunks cost sweep speed, as each commit
+/// has a fixed cost (its fsync: a few milliseconds); this one leaves an ingest request that
+/// waits for a chunk, and then commits itself, within the 25 ms Ebb aims for.
+const CHUNK_TIME: Duration = Duration::from_millis(15);
+
+/// Users deleted in the first chunk of a sweep, before there is a time to size by.
+const FIRST_CHUNK_USERS: i64 = 20;
+
+/// The most users deleted in one chunk.
+const MAX_CHUNK_USERS: i64 = 1_000;
 
 /// How long a lease lasts without renewal; a sweeper that dies frees it after this.
 const LEASE: Duration = Duration::from_secs(60);
@@ -152,27 +166,29 @@ impl Sweeper {
         let rule = environment.retention;
         let mut users = 0;
         let mut removed = Counts::new();
+        let mut limit = FIRST_CHUNK_USERS;
+        let mut renewed = Instant::now();
         loop {
+            let started = Instant::now();
             let (deleted, counts) = self
                 .store
-                .retention_chunk(
-                    &environment.id,
-                    &rule,
-                    now,
-                    CHUNK_USERS,
-                    self.suppression_days,
-                )
+                .retention_chunk(&environment.id, &rule, now, limit, self.suppression_days)
                 .await?;
             users += deleted;
             for (table, rows) in counts {
                 *removed.entry(table).or_default() += rows;
             }
-            if deleted < CHUNK_USERS as u64 {
+            if deleted < limit as u64 {
                 break;
             }
-            self.store
-                .acquire_lease(lease, owner, until(), None)
-                .await?;
+            limit = next_chunk(limit, started.elapsed());
+            // Renewing is a write of its own; once per third of the lease is enough.
+            if renewed.elapsed() > LEASE / 3 {
+                self.store
+                    .acquire_lease(lease, owner, until(), None)
+                    .await?;
+                renewed = Instant::now();
+            }
         }
 
         let request = json!({ "rule": rule, "slot": slot });
@@ -201,9 +217,19 @@ impl Sweeper {
     }
 }
 
+/// The number of users for the next chunk, after one of `limit` users took `took`: scaled
+/// towards [`CHUNK_TIME`], by at most a factor of two either way so that one slow commit
+/// does not shrink the sweep to a crawl.
+fn next_chunk(limit: i64, took: Duration) -> i64 {
+    let scale = CHUNK_TIME.as_secs_f64() / took.as_secs_f64().max(1e-6);
+    let next = (limit as f64 * scale.clamp(0.5, 2.0)).round() as i64;
+    next.clamp(1, MAX_CHUNK_USERS)
+}
+
 #[cfg(test)]
 mod tests {
     use ebb_protocol::{Message, MessageType, UserId};
+    use rstest::rstest;
 
     use super::*;
     use crate::store::{Accepted, EnvironmentChanges, RetentionRule, WriteBatch};
@@ -257,5 +283,20 @@ mod tests {
             .collect();
         assert_eq!(runs.len(), 1, "both sweeps ran at once");
         assert_eq!(runs[0].users, 3);
+    }
+
+    #[rstest]
+    #[case::on_time(100, 15, 100)]
+    #[case::twice_as_slow(100, 30, 50)]
+    #[case::much_slower_halves_only(100, 400, 50)]
+    #[case::faster_doubles_only(100, 1, 200)]
+    #[case::never_below_one_user(1, 1_000, 1)]
+    #[case::never_above_the_most(800, 1, MAX_CHUNK_USERS)]
+    fn chunks_are_sized_towards_the_chunk_time(
+        #[case] limit: i64,
+        #[case] took_ms: u64,
+        #[case] expected: i64,
+    ) {
+        assert_eq!(next_chunk(limit, Duration::from_millis(took_ms)), expected);
     }
 }

@@ -44,9 +44,11 @@ impl Backend {
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
         lock_environment(&mut tx, ERASE_LOCK, env).await?;
 
+        // Naming both kinds lets the primary key find the id; without them, every id of
+        // the environment is read.
         let user_key: Option<String> = sqlx::query_scalar(
-            "SELECT user_key FROM identities WHERE environment_id = $1 AND value = $2 \
-             ORDER BY kind DESC LIMIT 1",
+            "SELECT user_key FROM identities WHERE environment_id = $1 \
+             AND kind IN ('user', 'anonymous') AND value = $2 ORDER BY kind DESC LIMIT 1",
         )
         .bind(env.as_str())
         .bind(id)
@@ -192,6 +194,9 @@ impl Backend {
         let (cutoff, silent_cutoff) = rule.cutoffs(now);
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
         lock_environment(&mut tx, ERASE_LOCK, env).await?;
+        if let Some(sql) = BACKGROUND_COMMIT {
+            sqlx::query(sql).execute(&mut *tx).await?;
+        }
 
         let due: Vec<String> = sqlx::query_scalar(concat!(
             "SELECT u.id FROM users u WHERE u.environment_id = $1 AND ",
@@ -440,6 +445,10 @@ async fn append_audit(
 
 /// Deletes users with every record of theirs, and leaves a tombstone for each of their ids
 /// until `expires_at`. Returns rows removed per table and the ids' keyed hashes.
+///
+/// The users go together, a few statements for the lot: their keys travel as one JSON
+/// array parameter (see [`JSON_TEXTS`]), so that a chunk of a sweep costs about as many
+/// statements as one user does.
 async fn erase_users(
     conn: &mut Conn,
     env: &EnvironmentId,
@@ -448,47 +457,53 @@ async fn erase_users(
     expires_at: DateTime<Utc>,
 ) -> Result<(Counts, Vec<String>)> {
     let mut counts: Counts = Counts::new();
-    let mut id_hashes = Vec::new();
-    let now = Utc::now();
-
-    for user_key in user_keys {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT value FROM identities WHERE environment_id = $1 AND user_key = $2",
-        )
-        .bind(env.as_str())
-        .bind(user_key)
-        .fetch_all(&mut *conn)
-        .await?;
-        for id in ids {
-            let id_hash = suppression_hash(suppression_key, &id);
-            sqlx::query(
-                "INSERT INTO suppressions (environment_id, id_hash, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (environment_id, id_hash) \
-                 DO UPDATE SET expires_at = excluded.expires_at",
-            )
-            .bind(env.as_str())
-            .bind(&id_hash)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&mut *conn)
-            .await?;
-            id_hashes.push(id_hash);
-        }
-
-        for (table, name) in USER_TABLES {
-            let column = if table == "users" { "id" } else { "user_key" };
-            // Table and column names are constants, never input.
-            let sql = format!("DELETE FROM {table} WHERE environment_id = $1 AND {column} = $2");
-            let done = sqlx::query(&sql)
-                .bind(env.as_str())
-                .bind(user_key)
-                .execute(&mut *conn)
-                .await?;
-            *counts.entry(name.to_owned()).or_default() += done.rows_affected();
-        }
+    if user_keys.is_empty() {
+        return Ok((counts, Vec::new()));
     }
+    let keys = Value::from(user_keys.to_vec()).to_string();
+
+    let ids: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT i.value FROM identities i \
+         WHERE i.environment_id = $1 AND i.user_key IN ({JSON_TEXTS})"
+    ))
+    .bind(env.as_str())
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut id_hashes: Vec<String> = ids
+        .iter()
+        .map(|id| suppression_hash(suppression_key, id))
+        .collect();
+    // The same text may be a user id and an anonymous id; one tombstone covers both.
     id_hashes.sort();
     id_hashes.dedup();
+    let hashes = Value::from(id_hashes.clone()).to_string();
+    // `WHERE true` tells SQLite's parser that `ON CONFLICT` belongs to the insert.
+    sqlx::query(&format!(
+        "INSERT INTO suppressions (environment_id, id_hash, created_at, expires_at) \
+         SELECT $1, hashes.value, $3, $4 FROM ({JSON_TEXTS}) AS hashes WHERE true \
+         ON CONFLICT (environment_id, id_hash) DO UPDATE SET expires_at = excluded.expires_at"
+    ))
+    .bind(env.as_str())
+    .bind(&hashes)
+    .bind(Utc::now())
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await?;
+
+    for (table, name) in USER_TABLES {
+        let column = if table == "users" { "id" } else { "user_key" };
+        // Table and column names are constants, never input.
+        let sql = format!(
+            "DELETE FROM {table} WHERE environment_id = $1 AND {column} IN ({JSON_TEXTS})"
+        );
+        let done = sqlx::query(&sql)
+            .bind(env.as_str())
+            .bind(&keys)
+            .execute(&mut *conn)
+            .await?;
+        counts.insert(name.to_owned(), done.rows_affected());
+    }
     Ok((counts, id_hashes))
 }
 

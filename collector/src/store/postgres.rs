@@ -31,6 +31,15 @@ const INGEST_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock_shared(1701
 /// See [`INGEST_LOCK`].
 const ERASE_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(1701, hashtext($1))");
 
+/// A retention chunk commits without waiting for its WAL to reach the disk: a crash may
+/// undo the last chunks, each whole, and the next sweep deletes those users again. The
+/// sweep's audit entry commits durably after its chunks, which flushes theirs too, so an
+/// audited sweep is a durable one.
+const BACKGROUND_COMMIT: Option<&str> = Some("SET LOCAL synchronous_commit = off");
+
+/// The texts of the JSON array bound as `$2`, as a one-column subquery (`value`).
+const JSON_TEXTS: &str = "SELECT jsonb_array_elements_text($2::jsonb) AS value";
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Postgres;
 

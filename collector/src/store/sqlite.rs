@@ -37,6 +37,13 @@ const INGEST_LOCK: Option<&str> = None;
 /// See [`INGEST_LOCK`].
 const ERASE_LOCK: Option<&str> = None;
 
+/// SQLite's durability is a setting of the connection, which ingest shares, so retention
+/// chunks commit durably like everything else (see the PostgreSQL backend).
+const BACKGROUND_COMMIT: Option<&str> = None;
+
+/// The texts of the JSON array bound as `$2`, as a one-column subquery (`value`).
+const JSON_TEXTS: &str = "SELECT value FROM json_each($2)";
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Sqlite;
 
