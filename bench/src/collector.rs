@@ -1,7 +1,8 @@
 //! The collector under test: the release binary as a child process on a free port.
 //!
 //! It runs with its own temporary data folder, `EBB_LOG=warn` (its log goes to a file in
-//! that folder) and the database it is given. Its memory and CPU use are read from `/proc`.
+//! that folder), the database it is given, and the benchmarks' write key and admin token.
+//! Its memory and CPU use are read from `/proc`.
 
 use std::fs::{self, File};
 use std::io::{BufRead as _, BufReader, Read as _};
@@ -10,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context as _};
+
+use crate::{ADMIN_TOKEN, WRITE_KEY};
 
 /// A running collector; killed when dropped.
 #[derive(Debug)]
@@ -21,13 +24,17 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Starts `binary` on `database_url` with `write_key` as the default environment's key,
+    /// Starts `binary` on `database_url`, with `settings` as further environment variables,
     /// and waits until it listens.
     ///
     /// # Errors
     ///
     /// When the process cannot start or exits before printing its address.
-    pub fn start(binary: &Path, database_url: &str, write_key: &str) -> anyhow::Result<Self> {
+    pub fn start(
+        binary: &Path,
+        database_url: &str,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let folder = tempfile::tempdir().context("while creating the collector's folder")?;
         let log = File::create(folder.path().join("collector.log"))?;
         let mut child = Command::new(binary)
@@ -36,9 +43,10 @@ impl Collector {
             .env("EBB_DATA_DIR", folder.path())
             .env("EBB_WWW_DIR", folder.path())
             .env("EBB_DATABASE_URL", database_url)
-            .env("EBB_WRITE_KEY", write_key)
-            .env("EBB_ADMIN_TOKEN", "ebb_admin_bench")
+            .env("EBB_WRITE_KEY", WRITE_KEY)
+            .env("EBB_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("EBB_LOG", "warn")
+            .envs(settings.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

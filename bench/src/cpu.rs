@@ -91,7 +91,7 @@ pub fn processes_named(name: &str) -> anyhow::Result<Duration> {
 }
 
 /// CPU counters at one moment: this process, PostgreSQL, the machine, and optionally the
-/// collector.
+/// collectors.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
     at: std::time::Instant,
@@ -117,14 +117,18 @@ impl Sample {
         })
     }
 
-    /// Reads the counters now, with the collector's from its `stat` file.
+    /// Reads the counters now, with the collectors' from their `stat` files, summed.
     ///
     /// # Errors
     ///
     /// When `/proc` cannot be read.
-    pub fn take_with_collector(collector_stat: &str) -> anyhow::Result<Self> {
+    pub fn take_with_collectors(collector_stats: &[String]) -> anyhow::Result<Self> {
+        let mut collector = Duration::ZERO;
+        for path in collector_stats {
+            collector += process_time(path)?;
+        }
         Ok(Self {
-            collector: process_time(collector_stat)?,
+            collector,
             ..Self::take()?
         })
     }
@@ -149,7 +153,7 @@ impl Sample {
 /// CPU used over a span of time, in cores (1.0 = one core all the time).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Share {
-    /// The collector process.
+    /// The collector processes.
     pub collector: f64,
     /// This process: the load generator, or the ceiling's store.
     pub generator: f64,

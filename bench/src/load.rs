@@ -1,8 +1,8 @@
 //! Measurement (b): the collector end to end over HTTP.
 //!
 //! Each of N connections is one keep-alive HTTP/1.1 connection with a task of its own that
-//! POSTs `/v1/batch` bodies with the write key as HTTP Basic user name. Two ways to drive
-//! them:
+//! POSTs `/v1/batch` bodies with the write key as HTTP Basic user name; with several
+//! collectors, connection `i` goes to collector `i mod count`. Two ways to drive them:
 //!
 //! - **Closed loop** (peak load): every task sends its next request as soon as the last is
 //!   answered, so N requests are always in flight and the collector runs as fast as it can.
@@ -12,7 +12,12 @@
 //!   closed loop would hide (coordinated omission).
 //!
 //! Only requests started after the warm-up and answered before the end are counted.
+//! [`paced_until`] paces like the open loop until told to stop, and returns every request
+//! with its due time, so that a caller can count the ones that fell in a window it learns
+//! only afterwards (while a sweep ran).
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +32,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -38,8 +44,8 @@ const MAX_RECONNECTS: u32 = 5;
 /// Where and how to send.
 #[derive(Debug, Clone)]
 pub struct Target {
-    address: SocketAddr,
-    host: HeaderValue,
+    /// The collectors, each with its `Host` header.
+    endpoints: Vec<(SocketAddr, HeaderValue)>,
     authorization: HeaderValue,
     /// Messages per request.
     pub batch_size: usize,
@@ -48,25 +54,35 @@ pub struct Target {
 }
 
 impl Target {
-    /// Sends to the collector at `address` with `write_key`.
+    /// Sends to the collectors at `addresses` with `write_key`.
     ///
     /// # Errors
     ///
-    /// Never in practice: when the address or key cannot be a header value.
+    /// When no address is given; or, never in practice, when an address or the key cannot
+    /// be a header value.
     pub fn new(
-        address: SocketAddr,
+        addresses: Vec<SocketAddr>,
         write_key: &str,
         batch_size: usize,
         connections: usize,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!addresses.is_empty(), "no collector to send to");
         let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"));
+        let endpoints = addresses
+            .into_iter()
+            .map(|address| Ok((address, HeaderValue::from_str(&address.to_string())?)))
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
-            address,
-            host: HeaderValue::from_str(&address.to_string())?,
+            endpoints,
             authorization: HeaderValue::from_str(&format!("Basic {credentials}"))?,
             batch_size,
             connections: connections.max(1),
         })
+    }
+
+    /// The collector connection `index` talks to.
+    fn endpoint(&self, index: usize) -> &(SocketAddr, HeaderValue) {
+        &self.endpoints[index % self.endpoints.len()]
     }
 }
 
@@ -77,6 +93,8 @@ pub struct Load {
     pub requests: u64,
     /// Requests that failed or were answered with another status.
     pub failures: u64,
+    /// Failed requests by the status they got; 0 for no answer.
+    pub failed_with: BTreeMap<u16, u64>,
     /// Messages in the requests answered `200`.
     pub messages: u64,
     /// The measured window.
@@ -105,26 +123,48 @@ impl Load {
         Ok(Self {
             requests: 0,
             failures: 0,
+            failed_with: BTreeMap::new(),
             messages: 0,
             window,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
         })
     }
 
-    fn record(&mut self, answered: bool, latency: Duration, batch_size: usize) {
-        if answered {
+    fn record(&mut self, status: Option<StatusCode>, latency: Duration, batch_size: usize) {
+        if status == Some(StatusCode::OK) {
             self.requests += 1;
             self.messages += batch_size as u64;
             let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
             self.latency.saturating_record(micros.max(1));
         } else {
             self.failures += 1;
+            let code = status.map_or(0, |status| status.as_u16());
+            *self.failed_with.entry(code).or_default() += 1;
         }
+    }
+
+    /// The failures by status, as `503 × 2, no answer × 1`; empty when there were none.
+    pub fn failure_summary(&self) -> String {
+        let mut summary = String::new();
+        for (code, count) in &self.failed_with {
+            if !summary.is_empty() {
+                summary.push_str(", ");
+            }
+            // Writing into a String cannot fail.
+            let _ = match code {
+                0 => write!(summary, "no answer × {count}"),
+                code => write!(summary, "{code} × {count}"),
+            };
+        }
+        summary
     }
 
     fn merge(&mut self, other: &Self) -> anyhow::Result<()> {
         self.requests += other.requests;
         self.failures += other.failures;
+        for (code, count) in &other.failed_with {
+            *self.failed_with.entry(*code).or_default() += count;
+        }
         self.messages += other.messages;
         self.latency.add(&other.latency)?;
         Ok(())
@@ -155,9 +195,9 @@ pub async fn closed_loop(
         until: from + duration,
     };
     let mut tasks = JoinSet::new();
-    for _ in 0..target.connections {
+    for index in 0..target.connections {
         let (target, traffic) = (target.clone(), Arc::clone(traffic));
-        tasks.spawn(async move { closed_connection(target, traffic, window).await });
+        tasks.spawn(async move { closed_connection(target, traffic, window, index).await });
     }
     gather(tasks, duration).await
 }
@@ -186,7 +226,9 @@ pub async fn open_loop(
         // Connection `index` sends requests index, index + N, index + 2N, … of the schedule.
         let first = start + Duration::from_secs_f64(index as f64 / per_second);
         let every = Duration::from_secs_f64(target.connections as f64 / per_second);
-        tasks.spawn(async move { paced_connection(target, traffic, window, first, every).await });
+        tasks.spawn(
+            async move { paced_connection(target, traffic, window, index, first, every).await },
+        );
     }
     gather(tasks, duration).await
 }
@@ -206,17 +248,18 @@ async fn closed_connection(
     target: Target,
     traffic: Arc<Traffic>,
     window: Window,
+    index: usize,
 ) -> anyhow::Result<Load> {
     let mut tally = Load::empty(window.until - window.from)?;
-    let mut connection = Connection::open(&target).await?;
+    let mut connection = Connection::open(&target, index).await?;
 
     while Instant::now() < window.until {
         let body = traffic.batch(target.batch_size);
         let sent = Instant::now();
-        let answered = connection.post(&target, body).await?;
+        let status = connection.post(&target, body).await?;
         let done = Instant::now();
         if sent >= window.from && done <= window.until {
-            tally.record(answered, done - sent, target.batch_size);
+            tally.record(status, done - sent, target.batch_size);
         }
     }
     Ok(tally)
@@ -226,62 +269,153 @@ async fn paced_connection(
     target: Target,
     traffic: Arc<Traffic>,
     window: Window,
+    index: usize,
     first: Instant,
     every: Duration,
 ) -> anyhow::Result<Load> {
     let mut tally = Load::empty(window.until - window.from)?;
-    let mut connection = Connection::open(&target).await?;
+    let mut connection = Connection::open(&target, index).await?;
 
     let mut due = first;
     while due < window.until {
         tokio::time::sleep_until(due).await;
         let body = traffic.batch(target.batch_size);
-        let answered = connection.post(&target, body).await?;
+        let status = connection.post(&target, body).await?;
         let done = Instant::now();
         if due >= window.from && done <= window.until {
-            tally.record(answered, done - due, target.batch_size);
+            tally.record(status, done - due, target.batch_size);
         }
         due += every;
     }
     Ok(tally)
 }
 
-/// One keep-alive HTTP/1.1 connection to the collector.
+/// One request of a paced run: when it was due, how long until its answer, and the
+/// answer's status (`None` when none came).
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    pub due: Instant,
+    pub latency: Duration,
+    pub status: Option<StatusCode>,
+}
+
+/// Sends `per_second` requests a second, spread evenly over the connections, until `stop`
+/// turns true; returns every request sent, in no particular order.
+///
+/// # Errors
+///
+/// When a connection cannot be (re)established.
+pub async fn paced_until(
+    target: &Target,
+    traffic: &Arc<Traffic>,
+    per_second: f64,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<Sent>> {
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for index in 0..target.connections {
+        let (target, traffic, mut stop) = (target.clone(), Arc::clone(traffic), stop.clone());
+        let first = start + Duration::from_secs_f64(index as f64 / per_second);
+        let every = Duration::from_secs_f64(target.connections as f64 / per_second);
+        tasks.spawn(async move {
+            let mut connection = Connection::open(&target, index).await?;
+            let mut sent = Vec::new();
+            let mut due = first;
+            while !*stop.borrow() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => {}
+                    _ = stop.changed() => break,
+                }
+                let body = traffic.batch(target.batch_size);
+                let status = connection.post(&target, body).await?;
+                sent.push(Sent {
+                    due,
+                    latency: Instant::now() - due,
+                    status,
+                });
+                due += every;
+            }
+            anyhow::Ok(sent)
+        });
+    }
+
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    Ok(all)
+}
+
+impl Load {
+    /// The requests of a paced run that were due in `[from, until)`.
+    ///
+    /// # Errors
+    ///
+    /// Never in practice: when the histogram cannot be made.
+    pub fn of_window(
+        sent: &[Sent],
+        from: Instant,
+        until: Instant,
+        batch_size: usize,
+    ) -> anyhow::Result<Self> {
+        let mut load = Self::empty(until.saturating_duration_since(from))?;
+        for request in sent.iter().filter(|r| r.due >= from && r.due < until) {
+            load.record(request.status, request.latency, batch_size);
+        }
+        Ok(load)
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to a collector.
 struct Connection {
     sender: SendRequest<Full<Bytes>>,
+    /// Which of the target's collectors it talks to.
+    index: usize,
 }
 
 impl Connection {
-    async fn open(target: &Target) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(target.address)
+    async fn open(target: &Target, index: usize) -> anyhow::Result<Self> {
+        let (address, _) = target.endpoint(index);
+        let stream = TcpStream::connect(address)
             .await
-            .with_context(|| format!("while connecting to {}", target.address))?;
+            .with_context(|| format!("while connecting to {address}"))?;
         stream.set_nodelay(true)?;
         let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
-        Ok(Self { sender })
+        Ok(Self { sender, index })
     }
 
-    /// Posts one batch; true when it was answered `200`. A request that fails on the wire
-    /// counts as not answered, and the connection is opened anew.
-    async fn post(&mut self, target: &Target, body: String) -> anyhow::Result<bool> {
-        let request = Request::post("/v1/batch")
-            .header(HOST, target.host.clone())
-            .header(AUTHORIZATION, target.authorization.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))?;
-
-        match self.exchange(request).await {
-            Ok(status) => Ok(status == StatusCode::OK),
-            Err(_) => {
-                self.reconnect(target).await?;
-                Ok(false)
+    /// Posts one batch; returns the answer's status, or `None` when none came.
+    ///
+    /// The collector closes a keep-alive connection idle for a few seconds, which a paced
+    /// connection at a low rate is; a request that meets such a connection going away is
+    /// sent once more on a fresh one (as HTTP clients do), and its latency includes both.
+    /// Only a second failure counts, and the connection is opened anew.
+    async fn post(&mut self, target: &Target, body: String) -> anyhow::Result<Option<StatusCode>> {
+        let body = Bytes::from(body);
+        for attempt in 0..2 {
+            match self.exchange(target, body.clone()).await {
+                Ok(status) => return Ok(Some(status)),
+                Err(_) if attempt == 0 => {
+                    if let Ok(fresh) = Self::open(target, self.index).await {
+                        *self = fresh;
+                    }
+                }
+                Err(_) => {}
             }
         }
+        self.reconnect(target).await?;
+        Ok(None)
     }
 
-    async fn exchange(&mut self, request: Request<Full<Bytes>>) -> anyhow::Result<StatusCode> {
+    async fn exchange(&mut self, target: &Target, body: Bytes) -> anyhow::Result<StatusCode> {
+        let (_, host) = target.endpoint(self.index);
+        let request = Request::post("/v1/batch")
+            .header(HOST, host.clone())
+            .header(AUTHORIZATION, target.authorization.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status();
@@ -292,11 +426,47 @@ impl Connection {
     async fn reconnect(&mut self, target: &Target) -> anyhow::Result<()> {
         for attempt in 1..=MAX_RECONNECTS {
             tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-            if let Ok(fresh) = Self::open(target).await {
+            if let Ok(fresh) = Self::open(target, self.index).await {
                 *self = fresh;
                 return Ok(());
             }
         }
-        bail!("lost the connection to {} for good", target.address)
+        let (address, _) = target.endpoint(self.index);
+        bail!("lost the connection to {address} for good")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(due: Instant, millis: u64, status: Option<StatusCode>) -> Sent {
+        Sent {
+            due,
+            latency: Duration::from_millis(millis),
+            status,
+        }
+    }
+
+    #[test]
+    fn a_window_counts_the_requests_due_inside_it_and_their_failures() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let requests = [
+            sent(at(0), 500, Some(StatusCode::OK)),
+            sent(at(100), 5, Some(StatusCode::OK)),
+            sent(at(150), 7, Some(StatusCode::SERVICE_UNAVAILABLE)),
+            sent(at(199), 9, None),
+            sent(at(200), 900, Some(StatusCode::OK)),
+        ];
+
+        let load = Load::of_window(&requests, at(100), at(200), 20).unwrap();
+
+        assert_eq!(load.requests, 1);
+        assert_eq!(load.messages, 20);
+        assert_eq!(load.failure_summary(), "no answer × 1, 503 × 1");
+        // The histogram keeps three significant digits.
+        let p99 = load.latency_at(0.99).as_secs_f64() * 1e3;
+        assert!((5.0..5.01).contains(&p99), "p99 {p99} ms");
     }
 }
