@@ -494,9 +494,8 @@ async fn erase_users(
     for (table, name) in USER_TABLES {
         let column = if table == "users" { "id" } else { "user_key" };
         // Table and column names are constants, never input.
-        let sql = format!(
-            "DELETE FROM {table} WHERE environment_id = $1 AND {column} IN ({JSON_TEXTS})"
-        );
+        let sql =
+            format!("DELETE FROM {table} WHERE environment_id = $1 AND {column} IN ({JSON_TEXTS})");
         let done = sqlx::query(&sql)
             .bind(env.as_str())
             .bind(&keys)
