@@ -115,6 +115,7 @@ async fn a_user_deleted_through_one_collector_is_suppressed_on_the_other_at_once
 #[tokio::test]
 #[ignore = "PostgreSQL only: scripts/test.sh runs it in its PostgreSQL pass"]
 async fn a_segment_deletion_survives_the_collector_that_ran_it_being_killed() {
+    const USERS: u64 = 6000;
     let db = TestDb::postgres();
     let temp = tempfile::tempdir().unwrap();
     let env = [
@@ -123,7 +124,7 @@ async fn a_segment_deletion_survives_the_collector_that_ran_it_being_killed() {
         ("EBB_JOB_LEASE", "2"),
     ];
     let mut first = Collector::start_in(temp.path(), &db, &env);
-    let batch: Vec<Value> = (0..3000)
+    let batch: Vec<Value> = (0..USERS)
         .map(|n| json!({"type": "identify", "userId": format!("bulk-{n}"), "traits": {"plan": "old"}}))
         .collect();
     for chunk in batch.chunks(500) {
@@ -141,11 +142,20 @@ async fn a_segment_deletion_survives_the_collector_that_ran_it_being_killed() {
         )
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let path = format!("/admin/v1/environments/default/jobs/{id}");
+    // Killed as soon as the job has committed its first chunk, so that it is cut off in
+    // the middle however fast this machine deletes.
+    let started = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, job) = first.admin("GET", &path, None).await;
+        if job["done"].as_u64().unwrap_or(0) > 0 || Instant::now() > started {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     first.kill();
     let other_dir = tempfile::tempdir().unwrap();
     let second = Collector::start_in(other_dir.path(), &db, &env);
-    let path = format!("/admin/v1/environments/default/jobs/{id}");
     let (_, interrupted) = second.admin("GET", &path, None).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let finished = loop {
@@ -165,7 +175,7 @@ async fn a_segment_deletion_survives_the_collector_that_ran_it_being_killed() {
     let (_, entries) = second.admin("GET", "/admin/v1/audit", None).await;
 
     assert!(
-        interrupted["done"].as_u64().unwrap() < 3000,
+        interrupted["done"].as_u64().unwrap() < USERS,
         "the kill came too late: {interrupted}"
     );
     assert_eq!(finished["status"], "done", "{finished}");
@@ -174,7 +184,7 @@ async fn a_segment_deletion_survives_the_collector_that_ran_it_being_killed() {
             finished["done"].clone(),
             finished["counts"]["users"].clone()
         ),
-        (json!(3000), json!(3000))
+        (json!(USERS), json!(USERS))
     );
     assert_eq!(left["count"], 0);
     let audits = entries
