@@ -35,8 +35,10 @@ pub fn basic_write_key(headers: &HeaderMap) -> Option<String> {
     (!user.is_empty()).then(|| user.to_owned())
 }
 
-/// The hex SHA-256 of an admin token, the form in which tokens are stored.
-pub fn token_hash(token: &str) -> String {
+/// The hex SHA-256 of an admin token or a write key, by which both are looked up: an
+/// index lookup compares the hash, which a caller cannot steer byte by byte, never the
+/// presented secret itself. Admin tokens are stored only in this form.
+pub fn lookup_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -102,7 +104,7 @@ impl FromRequest for Admin {
             let token = token.ok_or(ApiError::MissingAdminToken)?;
             let state = state.ok_or_else(|| ApiError::Internal("no app state".into()))?;
 
-            let stored = state.store.admin_token(&token_hash(&token)).await?;
+            let stored = state.store.admin_token(&lookup_hash(&token)).await?;
             match stored {
                 Some(token) => Ok(Self { token }),
                 None => {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::auth::token_hash;
+use crate::auth::lookup_hash;
 use crate::config::Config;
 use crate::store::{Environment, Store, TokenScope};
 
@@ -47,7 +47,7 @@ pub async fn run(store: &Store, config: &Config) -> anyhow::Result<Bootstrapped>
 
     if let Some(token) = &config.admin_token {
         store
-            .add_admin_token(&token_hash(token), &TokenScope::All, "EBB_ADMIN_TOKEN")
+            .add_admin_token(&lookup_hash(token), &TokenScope::All, "EBB_ADMIN_TOKEN")
             .await?;
     }
     let token_file = config.data_dir.join(ADMIN_TOKEN_FILE);
@@ -55,7 +55,7 @@ pub async fn run(store: &Store, config: &Config) -> anyhow::Result<Bootstrapped>
         let token = generate_secret("ebb_admin_");
         write_secret_file(&token_file, &token)?;
         store
-            .add_admin_token(&token_hash(&token), &TokenScope::All, "generated")
+            .add_admin_token(&lookup_hash(&token), &TokenScope::All, "generated")
             .await?;
     }
     let admin_token = match fs::read_to_string(&token_file) {

@@ -9,8 +9,9 @@
 
 mod common;
 
-use common::{log_leaks, Collector, ADMIN_TOKEN};
+use common::{execute, log_leaks, Collector, ADMIN_TOKEN, WRITE_KEY};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 /// Creates the environment `name`; returns its write key.
 async fn environment(collector: &Collector, name: &str) -> String {
@@ -87,6 +88,49 @@ async fn a_write_key_writes_only_to_its_own_environment() {
         "a key in the body does not override the header's"
     );
     assert_eq!(dee_in_default, 200);
+}
+
+/// Ingest finds a write key's environment through the key's SHA-256, never by comparing
+/// the presented key with stored ones: with the stored key text changed and its hash kept,
+/// the key still works; with the hash changed and the text kept, it no longer does.
+#[tokio::test]
+async fn a_write_key_is_looked_up_by_its_hash_alone() {
+    let collector = Collector::start();
+    let staging_key = environment(&collector, "staging").await;
+    let hash = hex::encode(Sha256::digest(WRITE_KEY.as_bytes()));
+    let identify = |user: &str| json!({"userId": user, "traits": {"n": 1}});
+
+    let (stored_before, _) = collector.post("/v1/identify", &identify("before")).await;
+    execute(
+        &collector.database_url,
+        &format!("UPDATE write_keys SET write_key = 'wk_replaced' WHERE key_hash = '{hash}'"),
+    )
+    .await;
+    let (text_changed, _) = collector.post("/v1/identify", &identify("by-hash")).await;
+    let (old_text, _) = collector
+        .post_as("wk_replaced", "/v1/identify", &identify("by-text"))
+        .await;
+    execute(
+        &collector.database_url,
+        &format!(
+            "UPDATE write_keys SET write_key = '{WRITE_KEY}', key_hash = 'not-the-hash' \
+             WHERE key_hash = '{hash}'"
+        ),
+    )
+    .await;
+    let (hash_changed, refused) = collector.post("/v1/identify", &identify("after")).await;
+    let (other_key, _) = collector
+        .post_as(&staging_key, "/v1/identify", &identify("staging"))
+        .await;
+
+    assert_eq!(stored_before, 200);
+    assert_eq!(text_changed, 200, "the key is found by its hash");
+    assert_eq!(old_text, 401, "the stored text is not what is compared");
+    assert_eq!(hash_changed, 401, "without its hash the key is unknown");
+    assert_eq!(refused["error"], "invalid_write_key");
+    assert_eq!(other_key, 200, "another environment's key is untouched");
+    assert_eq!(collector.user("by-hash").await.0, 200);
+    assert_eq!(collector.user("after").await.0, 404);
 }
 
 #[tokio::test]
@@ -229,7 +273,7 @@ async fn every_route_with_a_body_refuses_one_over_its_limit() {
         let request = if path.starts_with("/admin/") {
             request.bearer_auth(ADMIN_TOKEN)
         } else {
-            request.basic_auth(common::WRITE_KEY, Some(""))
+            request.basic_auth(WRITE_KEY, Some(""))
         };
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();

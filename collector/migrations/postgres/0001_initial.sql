@@ -19,13 +19,16 @@ CREATE TABLE environments (
     store_ip        BOOLEAN NOT NULL DEFAULT FALSE
 );
 
+-- Write keys are public, so they are kept as they are, to be shown again; ingest looks a
+-- key up by its hex SHA-256, so no lookup compares the presented key with stored ones.
 CREATE TABLE write_keys (
     environment_id TEXT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
     write_key      TEXT NOT NULL,
+    key_hash       TEXT NOT NULL,
     created_at     TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (environment_id, write_key)
 );
-CREATE UNIQUE INDEX write_keys_by_key ON write_keys (write_key);
+CREATE UNIQUE INDEX write_keys_by_hash ON write_keys (key_hash);
 
 -- Admin tokens are kept only as SHA-256 hashes. A NULL environment means every environment.
 CREATE TABLE admin_tokens (

@@ -10,7 +10,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::answers::{Forbidden, Invalid, NotFound, TooLarge, Unauthorized};
 use super::{authorized, Body};
-use crate::auth::{token_hash, Admin};
+use crate::auth::{lookup_hash, Admin};
 use crate::bootstrap::generate_secret;
 use crate::error::{ApiError, Result};
 use crate::server::AppState;
@@ -104,7 +104,7 @@ async fn create_token(
     };
 
     let token = generate_secret("ebb_admin_");
-    let hash = token_hash(&token);
+    let hash = lookup_hash(&token);
     state.store.add_admin_token(&hash, &scope, label).await?;
     let stored = state.store.admin_token(&hash).await?;
 

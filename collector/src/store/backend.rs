@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{Pool, Row};
 
+use crate::auth::lookup_hash;
 use crate::error::{ApiError, Result};
 use crate::store::{
     suppression_hash, Accepted, AdminToken, ConsentRecord, Environment, EnvironmentChanges,
@@ -138,9 +139,9 @@ impl Backend {
 
     pub async fn environment_for_write_key(&self, key: &str) -> Result<Option<Environment>> {
         let row = sqlx::query(environment_select!(
-            "JOIN write_keys k ON k.environment_id = e.id WHERE k.write_key = $1"
+            "JOIN write_keys k ON k.environment_id = e.id WHERE k.key_hash = $1"
         ))
-        .bind(key)
+        .bind(lookup_hash(key))
         .fetch_optional(&self.reader)
         .await?;
         row.as_ref().map(environment_from_row).transpose()
@@ -247,10 +248,12 @@ impl Backend {
             other => other?,
         };
         sqlx::query(
-            "INSERT INTO write_keys (environment_id, write_key, created_at) VALUES ($1, $2, $3)",
+            "INSERT INTO write_keys (environment_id, write_key, key_hash, created_at) \
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(environment.id.as_str())
         .bind(write_key)
+        .bind(lookup_hash(write_key))
         .bind(environment.created_at)
         .execute(&mut *tx)
         .await?;
@@ -337,10 +340,12 @@ impl Backend {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO write_keys (environment_id, write_key, created_at) VALUES ($1, $2, $3)",
+            "INSERT INTO write_keys (environment_id, write_key, key_hash, created_at) \
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(id.as_str())
         .bind(new_key)
+        .bind(lookup_hash(new_key))
         .bind(Utc::now())
         .execute(&mut *tx)
         .await?;
