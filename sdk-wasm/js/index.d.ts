@@ -37,7 +37,7 @@ export interface LoadOptions {
   userHash?: string;
   /** Log every call, consent change and failed request to the console. Default: false. */
   debug?: boolean;
-  /** Where `ebb_sdk_bg.wasm` is served. Default: beside `ebb_sdk.js`. */
+  /** Where `ebb_sdk_bg.wasm` is served, with any content type. Default: beside `ebb_sdk.js`. */
   wasmUrl?: string | URL;
 }
 

@@ -12,7 +12,7 @@
 // API, so server-side rendering can import it; outside a browser every call resolves and
 // does nothing.
 
-import init, * as wasm from './ebb_sdk.js';
+import * as wasm from './ebb_sdk.js';
 
 const inBrowser = typeof window !== 'undefined' && typeof document !== 'undefined';
 
@@ -27,6 +27,20 @@ const listeners = new Set();
 // call was a large share of the cost of track(), and a settled promise can be awaited any
 // number of times.
 const done = Promise.resolve();
+
+// Fetches and compiles the module here rather than through the glue's own loader, whose
+// fallbacks and warnings are for setups this package does not have, and cost bytes.
+async function instantiate(url) {
+  try {
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`answered ${response.status}`);
+    wasm.initSync({ module: await WebAssembly.compile(await response.arrayBuffer()) });
+  } catch (cause) {
+    throw new Error(`ebb: the SDK's wasm did not load from ${url}: ${cause?.message ?? cause}`, {
+      cause,
+    });
+  }
+}
 
 function reject(text) {
   return Promise.reject(new Error(`ebb: ${text}`));
@@ -50,7 +64,7 @@ export function load(writeKey, options) {
   const opts = { ...(options ?? {}) };
   opts.host ??= globalThis.location?.origin;
   loading = (async () => {
-    await init(opts.wasmUrl ? { module_or_path: opts.wasmUrl } : undefined);
+    await instantiate(opts.wasmUrl ?? new URL('ebb_sdk_bg.wasm', import.meta.url));
     const failed = wasm.load(writeKey, opts, (state) => {
       for (const listener of listeners) {
         try {

@@ -13,7 +13,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { launchBrowser, startCollector, watchPageErrors } from './harness.mjs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { launchBrowser, repoRoot, startCollector, watchPageErrors } from './harness.mjs';
 import {
   openFixture,
   recordBatches,
@@ -563,6 +565,79 @@ test('corrupt stored state is skipped: the valid entries are delivered, the queu
     Object.keys(localStorage).filter((name) => /deadtab|oldtab/.test(name)),
   );
   assert.deepEqual(leftovers, [], "the closed tabs' queues were taken over and removed");
+  assert.deepEqual(await faults(ctx, page), []);
+  await ctx.close();
+});
+
+// --- the module itself ---------------------------------------------------------------------
+
+test('a wasm module that does not load rejects load() and every call, made before or after, with an error that says so', async () => {
+  const ctx = await context();
+  // One address answers 404; the other answers 200 with bytes that are no wasm module.
+  await ctx.route(
+    (url) => url.pathname === '/assets/garbage.wasm',
+    (route) => route.fulfill({ status: 200, contentType: 'application/wasm', body: 'not a module' }),
+  );
+  const outcomes = [];
+  for (const wasmUrl of ['/assets/missing.wasm', '/assets/garbage.wasm']) {
+    const page = await openFixture(ctx, collector);
+    outcomes.push(
+      await page.evaluate(
+        async ({ key, wasmUrl }) => {
+          const ebb = window.ebbSdk;
+          const text = (promise) => promise.then(() => 'resolved', (error) => error.message);
+          const early = text(ebb.track('Early'));
+          const loaded = await text(ebb.load(key, { wasmUrl }));
+          return {
+            loaded,
+            early: await early,
+            later: await text(ebb.identify('never-stored')),
+            again: await text(ebb.load(key)),
+            status: ebb.status(),
+          };
+        },
+        { key, wasmUrl },
+      ),
+    );
+    assert.deepEqual(await faults(ctx, page), [], wasmUrl);
+    await page.close();
+  }
+
+  const [missing, garbage] = outcomes;
+  assert.match(missing.loaded, /^ebb: the SDK's wasm did not load from \/assets\/missing\.wasm: answered 404$/);
+  assert.match(garbage.loaded, /^ebb: the SDK's wasm did not load from \/assets\/garbage\.wasm: \S/);
+  for (const outcome of outcomes) {
+    const reason = outcome.loaded.replace(/^ebb: /, '');
+    assert.equal(outcome.early, `ebb: not loaded: ${reason}`, 'a call that waited for load');
+    assert.equal(outcome.later, `ebb: not loaded: ${reason}`, 'a call after the failed load');
+    assert.match(outcome.again, /^ebb: already loaded/);
+    assert.equal(outcome.status, null);
+  }
+  const users = await collector.admin('/admin/v1/users/never-stored');
+  assert.equal(users.status, 404);
+  await ctx.close();
+});
+
+test('the module comes from wasmUrl when one is given, whatever content type it is served with', async () => {
+  const ctx = await context();
+  const wasm = await readFile(join(repoRoot, 'www', 'sdk', 'ebb_sdk_bg.wasm'));
+  const fetched = [];
+  await ctx.route(
+    (url) => url.pathname.endsWith('.wasm'),
+    (route) => {
+      const { pathname } = new URL(route.request().url());
+      fetched.push(pathname);
+      if (pathname !== '/cdn/ebb-custom.wasm') return route.continue();
+      return route.fulfill({ status: 200, contentType: 'application/octet-stream', body: wasm });
+    },
+  );
+  const page = await openFixture(ctx, collector);
+  await start(page, 'wasm-url-user', { wasmUrl: new URL('/cdn/ebb-custom.wasm', collector.base).href });
+  await page.evaluate(() => window.ebbSdk.track('From a custom wasm').then(() => window.ebbSdk.flush()));
+  const user = await waitForUser(collector, 'wasm-url-user', (u) => tracked(u).length === 1);
+
+  assert.deepEqual(tracked(user), ['From a custom wasm']);
+  assert.deepEqual(fetched, ['/cdn/ebb-custom.wasm'], 'only the given address was fetched');
   assert.deepEqual(await faults(ctx, page), []);
   await ctx.close();
 });

@@ -23,6 +23,11 @@ extern "C" {
     /// costs no copy into the module.
     #[wasm_bindgen(method, getter, structural)]
     fn href(this: &Place) -> JsValue;
+
+    /// `globalThis`, which every engine the SDK runs in has: `js_sys::global()` also probes
+    /// `self`, `window` and `global`, in code that ships with the module.
+    #[wasm_bindgen(thread_local_v2, js_name = globalThis)]
+    static GLOBAL_THIS: JsValue;
 }
 
 /// The page's global objects, as the SDK's source of ids, time, context and signals.
@@ -83,7 +88,9 @@ impl Environment for Browser {
 
     fn page(&self) -> Option<Page> {
         let location = self.location.as_ref()?;
-        let document = web_sys::window()?.document()?;
+        let document: web_sys::Document = global("document")
+            .filter(JsValue::is_object)?
+            .unchecked_into();
         let href = location.unchecked_ref::<Place>().href();
         let location: &web_sys::Location = location.unchecked_ref();
         let page = Page {
@@ -146,7 +153,7 @@ impl Environment for Browser {
 
 /// A property of the global object, `None` when reading it throws.
 pub(super) fn global(name: &str) -> Option<JsValue> {
-    Reflect::get(&js_sys::global(), &JsValue::from_str(name)).ok()
+    GLOBAL_THIS.with(|this| Reflect::get(this, &JsValue::from_str(name)).ok())
 }
 
 /// A property of `navigator`, `None` outside a browser or when reading it throws.
