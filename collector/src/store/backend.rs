@@ -406,6 +406,7 @@ impl Backend {
         for env in environments {
             lock_environment(&mut tx, INGEST_LOCK, env).await?;
         }
+        session.prefill(&mut tx, batches).await?;
 
         for batch in batches {
             let mut report = WriteReport::default();
@@ -533,6 +534,9 @@ impl Backend {
     }
 }
 
+/// Users whose activity one statement updates.
+const ACTIVITY_CHUNK: usize = 500;
+
 /// What became of one message.
 enum Stored {
     New,
@@ -550,6 +554,17 @@ struct WriteSession<'k> {
     identities: HashMap<(EnvironmentId, &'static str, String), String>,
     /// (environment, user key) → earliest and latest activity seen in this transaction.
     activity: HashMap<(EnvironmentId, String), (DateTime<Utc>, DateTime<Utc>)>,
+    /// (environment, user key) → what this transaction knows of the user's row.
+    users: HashMap<(EnvironmentId, String), KnownUser>,
+}
+
+/// The columns of a user's row that ingest reads for every message.
+struct KnownUser {
+    /// Whether `users.user_id` is set.
+    named: bool,
+    /// `users.consent` and `users.consent_at`.
+    consent: Option<Value>,
+    consent_at: Option<DateTime<Utc>>,
 }
 
 impl<'k> WriteSession<'k> {
@@ -559,7 +574,102 @@ impl<'k> WriteSession<'k> {
             suppressed: HashMap::new(),
             identities: HashMap::new(),
             activity: HashMap::new(),
+            users: HashMap::new(),
         }
+    }
+
+    /// Reads up front, a few statements per environment, what the group's messages will
+    /// ask about their ids: which are suppressed, whose they are, and those users' rows
+    /// (locked, on PostgreSQL, in key order). The messages then find the answers here
+    /// instead of asking the database once per id.
+    async fn prefill(&mut self, conn: &mut Conn, batches: &[&WriteBatch]) -> Result<()> {
+        let mut ids_by_env: HashMap<&EnvironmentId, Vec<&str>> = HashMap::new();
+        for batch in batches {
+            let ids = ids_by_env.entry(&batch.environment).or_default();
+            for accepted in &batch.messages {
+                let message = &accepted.message;
+                ids.extend(
+                    [
+                        message.user_id.as_ref().map(|id| id.as_str()),
+                        message.anonymous_id.as_ref().map(|id| id.as_str()),
+                        message.previous_id.as_deref(),
+                    ]
+                    .into_iter()
+                    .flatten(),
+                );
+            }
+        }
+        let mut environments: Vec<_> = ids_by_env.into_iter().collect();
+        environments.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+
+        for (env, mut ids) in environments {
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.is_empty() {
+                continue;
+            }
+            let hashes: Vec<String> = ids
+                .iter()
+                .map(|id| suppression_hash(self.suppression_key, id))
+                .collect();
+            let suppressed: std::collections::HashSet<String> = sqlx::query_scalar(&format!(
+                "SELECT id_hash FROM suppressions \
+                 WHERE environment_id = $1 AND id_hash IN ({JSON_TEXTS}) AND expires_at > $3"
+            ))
+            .bind(env.as_str())
+            .bind(Value::from(hashes.clone()).to_string())
+            .bind(Utc::now())
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+            for (id, hash) in ids.iter().zip(&hashes) {
+                self.suppressed
+                    .insert((env.clone(), (*id).to_owned()), suppressed.contains(hash));
+            }
+
+            let texts = Value::from(ids.clone()).to_string();
+            let owners: Vec<(String, String, String)> = sqlx::query_as(&format!(
+                "SELECT kind, value, user_key FROM identities \
+                 WHERE environment_id = $1 AND kind IN ('user', 'anonymous') \
+                   AND value IN ({JSON_TEXTS})"
+            ))
+            .bind(env.as_str())
+            .bind(&texts)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut user_keys: Vec<String> = Vec::with_capacity(owners.len());
+            for (kind, value, user_key) in owners {
+                let kind = if kind == "user" { "user" } else { "anonymous" };
+                user_keys.push(user_key.clone());
+                self.identities.insert((env.clone(), kind, value), user_key);
+            }
+            user_keys.sort_unstable();
+            user_keys.dedup();
+            if user_keys.is_empty() {
+                continue;
+            }
+
+            let rows = sqlx::query(&format!(
+                "SELECT id, user_id IS NOT NULL AS named, consent, consent_at FROM users \
+                 WHERE environment_id = $1 AND id IN ({JSON_TEXTS}) ORDER BY id {LOCK_ROWS}"
+            ))
+            .bind(env.as_str())
+            .bind(Value::from(user_keys).to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in &rows {
+                let known = KnownUser {
+                    named: row.try_get("named")?,
+                    consent: row
+                        .try_get::<Option<Json<Value>>, _>("consent")?
+                        .map(|j| j.0),
+                    consent_at: row.try_get("consent_at")?,
+                };
+                self.users.insert((env.clone(), row.try_get("id")?), known);
+            }
+        }
+        Ok(())
     }
 
     /// Whether `id` belongs to a deleted user whose tombstone still stands.
@@ -653,7 +763,8 @@ impl<'k> WriteSession<'k> {
             }
             _ => insert_event(conn, env, &user_key, &message_id, accepted, received_at).await?,
         }
-        record_consent(conn, env, &user_key, message, accepted.time).await?;
+        self.record_consent(conn, env, &user_key, message, accepted.time)
+            .await?;
         if let Some(Value::Bool(gpc)) = message.context.get("gpc") {
             sqlx::query("UPDATE users SET gpc = $1 WHERE environment_id = $2 AND id = $3")
                 .bind(*gpc)
@@ -686,22 +797,118 @@ impl<'k> WriteSession<'k> {
         span.1 = span.1.max(last);
     }
 
-    /// Moves first and last seen of every user active in this transaction.
+    /// Moves first and last seen of every user active in this transaction, a few hundred
+    /// users per statement, in key order.
     async fn record_activity(&mut self, conn: &mut Conn) -> Result<()> {
-        for ((env, user_key), (first, last)) in self.activity.drain() {
-            sqlx::query(
+        let mut spans: Vec<_> = self.activity.drain().collect();
+        spans.sort_by(|a, b| (a.0 .0.as_str(), &a.0 .1).cmp(&(b.0 .0.as_str(), &b.0 .1)));
+        let mut start = 0;
+        while start < spans.len() {
+            let env = &spans[start].0 .0;
+            let end = spans[start..]
+                .iter()
+                .position(|((other, _), _)| other != env)
+                .map_or(spans.len(), |n| start + n)
+                .min(start + ACTIVITY_CHUNK);
+            let chunk = &spans[start..end];
+            let values: Vec<String> = (0..chunk.len())
+                .map(|n| format!("(${}, ${}, ${})", 3 * n + 2, 3 * n + 3, 3 * n + 4))
+                .collect();
+            // `column1` to `column3` are what both databases name the columns of VALUES.
+            let sql = format!(
                 "UPDATE users SET \
-                 first_seen = CASE WHEN $1 < first_seen THEN $1 ELSE first_seen END, \
-                 last_seen = CASE WHEN $2 > last_seen THEN $2 ELSE last_seen END \
-                 WHERE environment_id = $3 AND id = $4",
+                 first_seen = CASE WHEN a.column2 < users.first_seen \
+                   THEN a.column2 ELSE users.first_seen END, \
+                 last_seen = CASE WHEN a.column3 > users.last_seen \
+                   THEN a.column3 ELSE users.last_seen END \
+                 FROM (VALUES {}) AS a \
+                 WHERE users.environment_id = $1 AND users.id = a.column1",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(env.as_str());
+            for ((_, user_key), (first, last)) in chunk {
+                query = query.bind(user_key).bind(*first).bind(*last);
+            }
+            query.execute(&mut *conn).await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Keeps `context.consent.categoryPreferences` on the user and appends a consent record
+    /// whenever it differs from what was stored. A change older than the stored one (a late
+    /// retry) is recorded in the history but does not replace the current state.
+    async fn record_consent(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        user_key: &str,
+        message: &Message,
+        time: DateTime<Utc>,
+    ) -> Result<()> {
+        let preferences = message
+            .context
+            .get("consent")
+            .and_then(|c| c.get("categoryPreferences"));
+        let Some(preferences) = preferences.filter(|p| p.is_object()) else {
+            return Ok(());
+        };
+
+        let cached = (env.clone(), user_key.to_owned());
+        if !self.users.contains_key(&cached) {
+            let row = sqlx::query(
+                "SELECT user_id IS NOT NULL AS named, consent, consent_at FROM users \
+                 WHERE environment_id = $1 AND id = $2",
             )
-            .bind(first)
-            .bind(last)
             .bind(env.as_str())
-            .bind(&user_key)
+            .bind(user_key)
+            .fetch_one(&mut *conn)
+            .await?;
+            let known = KnownUser {
+                named: row.try_get("named")?,
+                consent: row
+                    .try_get::<Option<Json<Value>>, _>("consent")?
+                    .map(|j| j.0),
+                consent_at: row.try_get("consent_at")?,
+            };
+            self.users.insert(cached.clone(), known);
+        }
+        let Some(user) = self.users.get_mut(&cached) else {
+            return Ok(());
+        };
+        if user.consent.as_ref() == Some(preferences) {
+            return Ok(());
+        }
+
+        if user.consent_at.is_none_or(|at| time >= at) {
+            user.consent = Some(preferences.clone());
+            user.consent_at = Some(time);
+            sqlx::query(
+                "UPDATE users SET consent = $1, consent_at = $2 WHERE environment_id = $3 AND id = $4",
+            )
+            .bind(Json(preferences))
+            .bind(time)
+            .bind(env.as_str())
+            .bind(user_key)
             .execute(&mut *conn)
             .await?;
         }
+        let source = match (message.kind, &message.event) {
+            (MessageType::Track, Some(event)) => event.clone(),
+            (kind, _) => kind.as_str().to_owned(),
+        };
+        sqlx::query(
+            "INSERT INTO consent_records (environment_id, id, user_key, preferences, source, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(env.as_str())
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(user_key)
+        .bind(Json(preferences))
+        .bind(source)
+        .bind(time)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 
@@ -826,15 +1033,21 @@ impl<'k> WriteSession<'k> {
                     created = false;
                 }
             }
-            sqlx::query(
-                "UPDATE users SET user_id = $1 \
-                 WHERE environment_id = $2 AND id = $3 AND user_id IS NULL",
-            )
-            .bind(id)
-            .bind(env.as_str())
-            .bind(&user_key)
-            .execute(&mut *conn)
-            .await?;
+            let cached = (env.clone(), user_key.clone());
+            if !self.users.get(&cached).is_some_and(|user| user.named) {
+                sqlx::query(
+                    "UPDATE users SET user_id = $1 \
+                     WHERE environment_id = $2 AND id = $3 AND user_id IS NULL",
+                )
+                .bind(id)
+                .bind(env.as_str())
+                .bind(&user_key)
+                .execute(&mut *conn)
+                .await?;
+                if let Some(user) = self.users.get_mut(&cached) {
+                    user.named = true;
+                }
+            }
         }
         if let Some(id) = anonymous_id {
             let owner = self
@@ -914,8 +1127,10 @@ impl<'k> WriteSession<'k> {
             .execute(&mut *conn)
             .await?;
 
-        // Cached identities may point at the user that is gone; activity moves along.
+        // Cached identities may point at the user that is gone, and the cached row of the
+        // user merged into is out of date; activity moves along.
         self.identities.clear();
+        self.users.clear();
         self.note_activity(
             env,
             into.to_owned(),
@@ -1015,68 +1230,6 @@ async fn merge_traits(
         traits.insert(key.clone(), value.clone());
     }
     write_traits(conn, env, user_key, traits).await
-}
-
-/// Keeps `context.consent.categoryPreferences` on the user and appends a consent record
-/// whenever it differs from what was stored. A change older than the stored one (a late
-/// retry) is recorded in the history but does not replace the current state.
-async fn record_consent(
-    conn: &mut Conn,
-    env: &EnvironmentId,
-    user_key: &str,
-    message: &Message,
-    time: DateTime<Utc>,
-) -> Result<()> {
-    let preferences = message
-        .context
-        .get("consent")
-        .and_then(|c| c.get("categoryPreferences"));
-    let Some(preferences) = preferences.filter(|p| p.is_object()) else {
-        return Ok(());
-    };
-
-    let row =
-        sqlx::query("SELECT consent, consent_at FROM users WHERE environment_id = $1 AND id = $2")
-            .bind(env.as_str())
-            .bind(user_key)
-            .fetch_one(&mut *conn)
-            .await?;
-    let current = row
-        .try_get::<Option<Json<Value>>, _>("consent")?
-        .map(|json| json.0);
-    let current_at: Option<DateTime<Utc>> = row.try_get("consent_at")?;
-    if current.as_ref() == Some(preferences) {
-        return Ok(());
-    }
-
-    if current_at.is_none_or(|at| time >= at) {
-        sqlx::query(
-            "UPDATE users SET consent = $1, consent_at = $2 WHERE environment_id = $3 AND id = $4",
-        )
-        .bind(Json(preferences))
-        .bind(time)
-        .bind(env.as_str())
-        .bind(user_key)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let source = match (message.kind, &message.event) {
-        (MessageType::Track, Some(event)) => event.clone(),
-        (kind, _) => kind.as_str().to_owned(),
-    };
-    sqlx::query(
-        "INSERT INTO consent_records (environment_id, id, user_key, preferences, source, recorded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(env.as_str())
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(user_key)
-    .bind(Json(preferences))
-    .bind(source)
-    .bind(time)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 async fn insert_event(

@@ -40,6 +40,11 @@ const BACKGROUND_COMMIT: Option<&str> = Some("SET LOCAL synchronous_commit = off
 /// The texts of the JSON array bound as `$2`, as a one-column subquery (`value`).
 const JSON_TEXTS: &str = "SELECT jsonb_array_elements_text($2::jsonb) AS value";
 
+/// Appended to the read of a group's known users: ingest locks them up front, in key
+/// order, so that two collectors' groups touching the same users wait for each other
+/// instead of deadlocking over rows each locked in its own order.
+const LOCK_ROWS: &str = "FOR UPDATE";
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Postgres;
 
