@@ -614,7 +614,7 @@ impl<'k> WriteSession<'k> {
                 .collect();
             let suppressed: std::collections::HashSet<String> = sqlx::query_scalar(&format!(
                 "SELECT id_hash FROM suppressions \
-                 WHERE environment_id = $1 AND id_hash IN ({JSON_TEXTS}) AND expires_at > $3"
+                 WHERE environment_id = $1 AND id_hash {IN_JSON_TEXTS} AND expires_at > $3"
             ))
             .bind(env.as_str())
             .bind(Value::from(hashes.clone()).to_string())
@@ -632,7 +632,7 @@ impl<'k> WriteSession<'k> {
             let owners: Vec<(String, String, String)> = sqlx::query_as(&format!(
                 "SELECT kind, value, user_key FROM identities \
                  WHERE environment_id = $1 AND kind IN ('user', 'anonymous') \
-                   AND value IN ({JSON_TEXTS})"
+                   AND value {IN_JSON_TEXTS}"
             ))
             .bind(env.as_str())
             .bind(&texts)
@@ -652,7 +652,7 @@ impl<'k> WriteSession<'k> {
 
             let rows = sqlx::query(&format!(
                 "SELECT id, user_id IS NOT NULL AS named, consent, consent_at FROM users \
-                 WHERE environment_id = $1 AND id IN ({JSON_TEXTS}) ORDER BY id {LOCK_ROWS}"
+                 WHERE environment_id = $1 AND id {IN_JSON_TEXTS} ORDER BY id {LOCK_ROWS}"
             ))
             .bind(env.as_str())
             .bind(Value::from(user_keys).to_string())

@@ -40,6 +40,12 @@ const BACKGROUND_COMMIT: Option<&str> = Some("SET LOCAL synchronous_commit = off
 /// The texts of the JSON array bound as `$2`, as a one-column subquery (`value`).
 const JSON_TEXTS: &str = "SELECT jsonb_array_elements_text($2::jsonb) AS value";
 
+/// "Is one of the texts of the JSON array bound as `$2`", as the right side of a
+/// condition. As an array, the texts are index keys whatever the planner believes of the
+/// table: an `IN` over the set-returning function can become a nested loop that runs the
+/// function once per row of a table whose statistics are not yet gathered.
+const IN_JSON_TEXTS: &str = "= ANY (ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))";
+
 /// Appended to the read of a group's known users: ingest locks them up front, in key
 /// order, so that two collectors' groups touching the same users wait for each other
 /// instead of deadlocking over rows each locked in its own order.

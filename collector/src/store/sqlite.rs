@@ -44,6 +44,10 @@ const BACKGROUND_COMMIT: Option<&str> = None;
 /// The texts of the JSON array bound as `$2`, as a one-column subquery (`value`).
 const JSON_TEXTS: &str = "SELECT value FROM json_each($2)";
 
+/// "Is one of the texts of the JSON array bound as `$2`", as the right side of a
+/// condition (see the PostgreSQL backend).
+const IN_JSON_TEXTS: &str = "IN (SELECT value FROM json_each($2))";
+
 /// A write transaction holds the whole database, so rows need no lock of their own (see
 /// the PostgreSQL backend).
 const LOCK_ROWS: &str = "";
