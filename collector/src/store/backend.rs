@@ -567,6 +567,20 @@ struct KnownUser {
     consent_at: Option<DateTime<Utc>>,
 }
 
+impl KnownUser {
+    /// From a row with the columns `named` (`user_id IS NOT NULL`), `consent` and
+    /// `consent_at`.
+    fn from_row(row: &DbRow) -> Result<Self> {
+        Ok(Self {
+            named: row.try_get("named")?,
+            consent: row
+                .try_get::<Option<Json<Value>>, _>("consent")?
+                .map(|json| json.0),
+            consent_at: row.try_get("consent_at")?,
+        })
+    }
+}
+
 impl<'k> WriteSession<'k> {
     fn new(suppression_key: &'k [u8]) -> Self {
         Self {
@@ -659,13 +673,7 @@ impl<'k> WriteSession<'k> {
             .fetch_all(&mut *conn)
             .await?;
             for row in &rows {
-                let known = KnownUser {
-                    named: row.try_get("named")?,
-                    consent: row
-                        .try_get::<Option<Json<Value>>, _>("consent")?
-                        .map(|j| j.0),
-                    consent_at: row.try_get("consent_at")?,
-                };
+                let known = KnownUser::from_row(row)?;
                 self.users.insert((env.clone(), row.try_get("id")?), known);
             }
         }
@@ -864,13 +872,7 @@ impl<'k> WriteSession<'k> {
             .bind(user_key)
             .fetch_one(&mut *conn)
             .await?;
-            let known = KnownUser {
-                named: row.try_get("named")?,
-                consent: row
-                    .try_get::<Option<Json<Value>>, _>("consent")?
-                    .map(|j| j.0),
-                consent_at: row.try_get("consent_at")?,
-            };
+            let known = KnownUser::from_row(&row)?;
             self.users.insert(cached.clone(), known);
         }
         let Some(user) = self.users.get_mut(&cached) else {
