@@ -78,7 +78,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         Duration::from_secs(config.retention_interval),
         config.suppression_days,
-    );
+    )
+    .yielding_to(writer.clone());
     let sweeping = sweeper.clone().start();
     let running_jobs = JobRunner::new(
         store.clone(),

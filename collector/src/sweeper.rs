@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::error::Result;
+use crate::store::writer::Writer;
 use crate::store::{Actor, Counts, Environment, Store};
 
 /// How long one chunk's transaction should take: what a sweep may add to the latency of
@@ -60,6 +61,8 @@ pub struct Sweeper {
     owner: String,
     interval: Duration,
     suppression_days: u32,
+    /// This collector's ingest, to which a sweep yields while it is busy.
+    ingest: Option<Writer>,
 }
 
 impl Sweeper {
@@ -71,7 +74,18 @@ impl Sweeper {
             owner,
             interval,
             suppression_days,
+            ingest: None,
         }
+    }
+
+    /// Makes sweeps yield to `ingest`: after a chunk during which ingest committed, the
+    /// sweep pauses as long as the chunk took, so that ingest waiting for the environment
+    /// meets a chunk at most every other turn. A sweep with no ingest to yield to runs
+    /// at full speed.
+    #[must_use]
+    pub fn yielding_to(mut self, ingest: Writer) -> Self {
+        self.ingest = Some(ingest);
+        self
     }
 
     /// Runs the schedule in the background until the task is aborted.
@@ -170,6 +184,7 @@ impl Sweeper {
         let mut renewed = Instant::now();
         loop {
             let started = Instant::now();
+            let ingested = self.ingest.as_ref().map(Writer::transactions);
             let (deleted, counts) = self
                 .store
                 .retention_chunk(&environment.id, &rule, now, limit, self.suppression_days)
@@ -181,7 +196,12 @@ impl Sweeper {
             if deleted < limit as u64 {
                 break;
             }
-            limit = next_chunk(limit, started.elapsed());
+            let took = started.elapsed();
+            limit = next_chunk(limit, took);
+            let now_ingested = self.ingest.as_ref().map(Writer::transactions);
+            if let Some(pause) = pause_after(took, ingested, now_ingested) {
+                tokio::time::sleep(pause).await;
+            }
             // Renewing is a write of its own; once per third of the lease is enough.
             if renewed.elapsed() > LEASE / 3 {
                 self.store
@@ -214,6 +234,16 @@ impl Sweeper {
             removed,
             audit_entry: entry.seq,
         })
+    }
+}
+
+/// How long a sweep pauses after a chunk that took `took`, given the count of ingest
+/// transactions before and after it (`None` when the sweep yields to no ingest): as long
+/// as the chunk took when ingest committed meanwhile, else not at all.
+fn pause_after(took: Duration, before: Option<u64>, after: Option<u64>) -> Option<Duration> {
+    match (before, after) {
+        (Some(before), Some(after)) if after != before => Some(took),
+        _ => None,
     }
 }
 
@@ -283,6 +313,15 @@ mod tests {
             .collect();
         assert_eq!(runs.len(), 1, "both sweeps ran at once");
         assert_eq!(runs[0].users, 3);
+    }
+
+    #[test]
+    fn a_sweep_pauses_for_its_chunk_only_when_ingest_committed_during_it() {
+        let took = Duration::from_millis(12);
+        assert_eq!(pause_after(took, Some(4), Some(5)), Some(took));
+        assert_eq!(pause_after(took, Some(4), Some(9)), Some(took));
+        assert_eq!(pause_after(took, Some(4), Some(4)), None, "ingest was idle");
+        assert_eq!(pause_after(took, None, None), None, "no ingest to yield to");
     }
 
     #[rstest]
