@@ -52,6 +52,8 @@ pub struct SweepRun {
     pub removed: Counts,
     /// The audit entry recording the sweep.
     pub audit_entry: i64,
+    /// How many times the sweep paused to let this collector's ingest through.
+    pub pauses: u64,
 }
 
 /// Applies retention rules, on a schedule or on request.
@@ -182,6 +184,7 @@ impl Sweeper {
         let mut removed = Counts::new();
         let mut limit = FIRST_CHUNK_USERS;
         let mut renewed = Instant::now();
+        let mut pauses = 0;
         loop {
             let started = Instant::now();
             let ingested = self.ingest.as_ref().map(Writer::transactions);
@@ -201,6 +204,7 @@ impl Sweeper {
             let now_ingested = self.ingest.as_ref().map(Writer::transactions);
             if let Some(pause) = pause_after(took, ingested, now_ingested) {
                 tokio::time::sleep(pause).await;
+                pauses += 1;
             }
             // Renewing is a write of its own; once per third of the lease is enough.
             if renewed.elapsed() > LEASE / 3 {
@@ -233,6 +237,7 @@ impl Sweeper {
             users,
             removed,
             audit_entry: entry.seq,
+            pauses,
         })
     }
 }

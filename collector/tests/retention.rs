@@ -121,6 +121,82 @@ async fn a_sweep_deletes_the_inactive_users_completely_and_is_audited() {
     assert_forgotten(&collector.database_url, &["old-4d1", "silent-4d2"]).await;
 }
 
+/// Posts `count` users last seen 400 days ago, named `prefix-n`.
+async fn old_users(collector: &Collector, prefix: &str, count: usize) {
+    let when = (Utc::now() - chrono::Duration::days(400)).to_rfc3339();
+    let batch: Vec<Value> = (0..count)
+        .map(|n| json!({"type": "identify", "userId": format!("{prefix}-{n}"), "timestamp": when}))
+        .collect();
+    for chunk in batch.chunks(200) {
+        let (status, reply) = collector.post("/v1/batch", &json!({"batch": chunk})).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn a_sweep_pauses_for_ingest_that_arrives_while_it_runs_and_not_otherwise() {
+    let collector = Collector::start();
+    collector
+        .admin(
+            "PUT",
+            "/admin/v1/environments/default/retention",
+            Some(json!({"days": 365})),
+        )
+        .await;
+    let sweep = || {
+        collector.admin(
+            "POST",
+            "/admin/v1/environments/default/retention/sweep",
+            None,
+        )
+    };
+
+    old_users(&collector, "alone", 600).await;
+    let (_, alone) = sweep().await;
+
+    old_users(&collector, "busy", 600).await;
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sender = {
+        let (http, url, running) = (
+            collector.http.clone(),
+            collector.url("/v1/batch"),
+            running.clone(),
+        );
+        tokio::spawn(async move {
+            let mut accepted = 0;
+            while running.load(std::sync::atomic::Ordering::SeqCst) {
+                let body = json!({"batch": [{"type": "track", "userId": format!("live-{accepted}"), "event": "Live"}]});
+                let response = http
+                    .post(&url)
+                    .basic_auth(WRITE_KEY, Some(""))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                accepted += 1;
+            }
+            accepted
+        })
+    };
+    // Ingest is under way before the sweep starts.
+    while collector.user("live-3").await.0 != 200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (_, busy) = sweep().await;
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    let accepted = sender.await.unwrap();
+
+    assert_eq!(alone["users"], 600, "{alone}");
+    assert_eq!(alone["pauses"], 0, "nothing to yield to: {alone}");
+    assert_eq!(busy["users"], 600, "{busy}");
+    assert!(
+        busy["pauses"].as_u64().unwrap() > 0,
+        "the sweep yielded to ingest: {busy}"
+    );
+    assert!(accepted > 4);
+}
+
 #[tokio::test]
 async fn the_sweeper_applies_the_rule_on_its_own_schedule() {
     let collector = Collector::start_with(&[("EBB_RETENTION_INTERVAL", "1")]);
