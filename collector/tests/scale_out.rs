@@ -244,3 +244,93 @@ async fn every_key_and_unique_constraint_of_user_data_starts_with_the_environmen
         );
     }
 }
+
+// A collector looks its group's message ids up before storing the messages and writes
+// the ids at the end. Another collector's transaction holding one of those ids, not yet
+// committed when this one looked, must still make the message a duplicate here.
+#[tokio::test]
+#[ignore = "PostgreSQL only: scripts/test.sh runs it in its PostgreSQL pass"]
+async fn a_message_id_stored_elsewhere_while_a_group_is_written_is_not_stored_twice() {
+    use sqlx::Connection as _;
+
+    let db = TestDb::postgres();
+    let url = db.url().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start_in(
+        dir.path(),
+        &db,
+        &[
+            ("EBB_WRITE_KEY", WRITE_KEY),
+            ("EBB_ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
+    );
+    let (status, _) = collector
+        .post("/v1/track", &json!({"userId": "ada", "event": "Before"}))
+        .await;
+    assert_eq!(status, 200);
+
+    // The other collector: the message id written, the transaction still open.
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut held = other.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO message_ids (environment_id, message_id, user_key, received_at) \
+         SELECT environment_id, 'raced', user_key, now() FROM identities \
+         WHERE kind = 'user' AND value = 'ada'",
+    )
+    .execute(&mut *held)
+    .await
+    .unwrap();
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "ada", "event": "Raced", "messageId": "raced"},
+        {"type": "track", "userId": "ada", "event": "Beside", "messageId": "beside"},
+    ]});
+    let send = tokio::spawn({
+        let url = collector.url("/v1/batch");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .basic_auth(WRITE_KEY, Some(""))
+                .json(&batch)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO message_ids%'";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut probe = sqlx::PgConnection::connect(&url).await.unwrap();
+        let blocked: i64 = sqlx::query_scalar(waiting)
+            .fetch_one(&mut probe)
+            .await
+            .unwrap();
+        if blocked > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the collector never reached the held id"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    held.commit().await.unwrap();
+    let status = send.await.unwrap();
+
+    let (_, user) = collector.user("ada").await;
+    let mut events: Vec<&str> = user["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["event"].as_str().unwrap())
+        .collect();
+    events.sort_unstable();
+    assert_eq!(status, 200);
+    assert_eq!(
+        events,
+        ["Before", "Beside"],
+        "the raced message is the other's"
+    );
+}

@@ -2,7 +2,7 @@
 // `store::postgres`, where `Db` names that backend's sqlx database type (see the `store`
 // module docs for why). It holds no inner attributes or docs, which `include!` forbids.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use ebb_protocol::{Message, MessageType};
@@ -393,7 +393,26 @@ impl Backend {
         Ok(count)
     }
 
+    /// Stores a group of requests' messages in one transaction; one report per request.
+    ///
+    /// A message id is looked up before its message is stored and written with the
+    /// others at the end. Another collector on the same database may write the same id
+    /// in between; the transaction then finds fewer new ids than it wrote, rolls back and
+    /// runs again, and the second time finds the id stored.
     pub async fn store_batches(&self, batches: &[&WriteBatch]) -> Result<Vec<WriteReport>> {
+        for _ in 0..STORE_ATTEMPTS {
+            if let Some(reports) = self.try_store_batches(batches).await? {
+                return Ok(reports);
+            }
+        }
+        Err(ApiError::Internal(format!(
+            "message ids kept being stored by another collector in {STORE_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// One attempt of [`Backend::store_batches`]; `None` when another transaction stored
+    /// one of the message ids meanwhile and nothing was committed.
+    async fn try_store_batches(&self, batches: &[&WriteBatch]) -> Result<Option<Vec<WriteReport>>> {
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
         let mut session = WriteSession::new(&self.suppression_key);
         let mut reports = Vec::with_capacity(batches.len());
@@ -423,10 +442,14 @@ impl Backend {
             }
             reports.push(report);
         }
+        if !session.flush(&mut tx).await? || session.raced {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         session.record_activity(&mut tx).await?;
 
         tx.commit().await?;
-        Ok(reports)
+        Ok(Some(reports))
     }
 
     pub async fn user_profile(
@@ -537,6 +560,9 @@ impl Backend {
 /// Users whose activity one statement updates.
 const ACTIVITY_CHUNK: usize = 500;
 
+/// Attempts at a group whose message ids another collector keeps storing meanwhile.
+const STORE_ATTEMPTS: usize = 3;
+
 /// What became of one message.
 enum Stored {
     New,
@@ -544,32 +570,47 @@ enum Stored {
     Suppressed,
 }
 
-/// What one write transaction remembers between messages, so that a batch of many
-/// messages about the same user costs one identity lookup and one activity update.
-struct WriteSession<'k> {
-    suppression_key: &'k [u8],
+/// What one write transaction remembers between messages, so that a group of many
+/// messages about the same users costs a few reads up front and a few multi-row writes at
+/// the end, instead of statements per message.
+struct WriteSession<'a> {
+    suppression_key: &'a [u8],
     /// (environment, id) → whether the id is suppressed.
     suppressed: HashMap<(EnvironmentId, String), bool>,
     /// (environment, kind, id) → user key, for identities read or written so far.
     identities: HashMap<(EnvironmentId, &'static str, String), String>,
+    /// Identities the prefill looked for and did not find.
+    unowned: HashSet<(EnvironmentId, &'static str, String)>,
+    /// Message ids stored before this transaction or earlier in it.
+    message_ids: HashSet<(EnvironmentId, String)>,
     /// (environment, user key) → earliest and latest activity seen in this transaction.
     activity: HashMap<(EnvironmentId, String), (DateTime<Utc>, DateTime<Utc>)>,
     /// (environment, user key) → what this transaction knows of the user's row.
     users: HashMap<(EnvironmentId, String), KnownUser>,
+    /// Rows not yet written, per environment.
+    pending: BTreeMap<EnvironmentId, PendingRows<'a>>,
+    /// Whether another transaction stored one of these message ids after the prefill
+    /// looked; this one must then be rolled back and run again.
+    raced: bool,
 }
 
-/// The columns of a user's row that ingest reads for every message.
+/// The columns of a user's row that ingest reads.
 struct KnownUser {
     /// Whether `users.user_id` is set.
     named: bool,
     /// `users.consent` and `users.consent_at`.
     consent: Option<Value>,
     consent_at: Option<DateTime<Utc>>,
+    /// `users.gpc`.
+    gpc: Option<bool>,
+    /// `users.traits`, once read; and whether this transaction changed them.
+    traits: Option<Map<String, Value>>,
+    traits_changed: bool,
 }
 
 impl KnownUser {
-    /// From a row with the columns `named` (`user_id IS NOT NULL`), `consent` and
-    /// `consent_at`.
+    /// From a row with the columns `named` (`user_id IS NOT NULL`), `consent`,
+    /// `consent_at` and `gpc`.
     fn from_row(row: &DbRow) -> Result<Self> {
         Ok(Self {
             named: row.try_get("named")?,
@@ -577,46 +618,139 @@ impl KnownUser {
                 .try_get::<Option<Json<Value>>, _>("consent")?
                 .map(|json| json.0),
             consent_at: row.try_get("consent_at")?,
+            gpc: row.try_get("gpc")?,
+            traits: None,
+            traits_changed: false,
         })
+    }
+
+    /// A user this transaction has just created.
+    fn created(named: bool) -> Self {
+        Self {
+            named,
+            consent: None,
+            consent_at: None,
+            gpc: None,
+            traits: Some(Map::new()),
+            traits_changed: false,
+        }
     }
 }
 
-impl<'k> WriteSession<'k> {
-    fn new(suppression_key: &'k [u8]) -> Self {
+/// The rows one environment's messages add, written together by [`WriteSession::flush`].
+#[derive(Default)]
+struct PendingRows<'a> {
+    message_ids: Vec<MessageIdRow>,
+    events: Vec<EventRow<'a>>,
+    responses: Vec<ResponseRow<'a>>,
+}
+
+/// A `message_ids` row: message id, user key, received at.
+#[derive(serde::Serialize)]
+struct MessageIdRow(String, String, String);
+
+/// An `events` row: message id, user key, type, event, name, properties, context, time,
+/// received at.
+#[derive(serde::Serialize)]
+struct EventRow<'a>(
+    String,
+    String,
+    &'static str,
+    Option<&'a str>,
+    Option<&'a str>,
+    &'a Map<String, Value>,
+    &'a Map<String, Value>,
+    String,
+    String,
+);
+
+/// A row of users' traits: user key, traits.
+type TraitsRow<'r> = (&'r str, &'r Map<String, Value>);
+
+/// A `responses` row: message id, user key, survey id, answers, time, received at.
+#[derive(serde::Serialize)]
+struct ResponseRow<'a>(String, String, &'a str, &'a Value, String, String);
+
+/// Properties of a message that has none.
+static NO_PROPERTIES: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+/// A time as the shared queries bind it: RFC 3339 text, which SQLite stores as it is
+/// (the form sqlx gives a bound time there) and PostgreSQL casts.
+fn time_text(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// Rows as the JSON array the multi-row statements read. (Serialising maps with string
+/// keys does not fail in practice.)
+fn rows_json(rows: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(rows)
+        .map_err(|error| ApiError::Internal(format!("rows could not be encoded: {error}")))
+}
+
+impl<'a> WriteSession<'a> {
+    fn new(suppression_key: &'a [u8]) -> Self {
         Self {
             suppression_key,
             suppressed: HashMap::new(),
             identities: HashMap::new(),
+            unowned: HashSet::new(),
+            message_ids: HashSet::new(),
             activity: HashMap::new(),
             users: HashMap::new(),
+            pending: BTreeMap::new(),
+            raced: false,
         }
     }
 
     /// Reads up front, a few statements per environment, what the group's messages will
-    /// ask about their ids: which are suppressed, whose they are, and those users' rows
-    /// (locked, on PostgreSQL, in key order). The messages then find the answers here
-    /// instead of asking the database once per id.
-    async fn prefill(&mut self, conn: &mut Conn, batches: &[&WriteBatch]) -> Result<()> {
-        let mut ids_by_env: HashMap<&EnvironmentId, Vec<&str>> = HashMap::new();
+    /// ask: which message ids are stored already, which ids are suppressed, whose they
+    /// are, and those users' rows (locked, on PostgreSQL, in key order), with the traits
+    /// of those an `identify` will change. The messages then find the answers here
+    /// instead of asking the database once each.
+    async fn prefill(&mut self, conn: &mut Conn, batches: &[&'a WriteBatch]) -> Result<()> {
+        #[derive(Default)]
+        struct Asked<'b> {
+            ids: Vec<&'b str>,
+            identifying: Vec<&'b str>,
+            message_ids: Vec<&'b str>,
+        }
+        let mut by_env: HashMap<&EnvironmentId, Asked> = HashMap::new();
         for batch in batches {
-            let ids = ids_by_env.entry(&batch.environment).or_default();
+            let asked = by_env.entry(&batch.environment).or_default();
             for accepted in &batch.messages {
                 let message = &accepted.message;
-                ids.extend(
-                    [
-                        message.user_id.as_ref().map(|id| id.as_str()),
-                        message.anonymous_id.as_ref().map(|id| id.as_str()),
-                        message.previous_id.as_deref(),
-                    ]
-                    .into_iter()
-                    .flatten(),
-                );
+                let ids = [
+                    message.user_id.as_ref().map(|id| id.as_str()),
+                    message.anonymous_id.as_ref().map(|id| id.as_str()),
+                    message.previous_id.as_deref(),
+                ];
+                asked.ids.extend(ids.into_iter().flatten());
+                if message.kind == MessageType::Identify {
+                    asked.identifying.extend(ids.into_iter().take(2).flatten());
+                }
+                if let Some(id) = &message.message_id {
+                    asked.message_ids.push(id.as_str());
+                }
             }
         }
-        let mut environments: Vec<_> = ids_by_env.into_iter().collect();
+        let mut environments: Vec<_> = by_env.into_iter().collect();
         environments.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
 
-        for (env, mut ids) in environments {
+        for (env, mut asked) in environments {
+            if !asked.message_ids.is_empty() {
+                let stored: Vec<String> = sqlx::query_scalar(&format!(
+                    "SELECT message_id FROM message_ids \
+                     WHERE environment_id = $1 AND message_id {IN_JSON_TEXTS}"
+                ))
+                .bind(env.as_str())
+                .bind(Value::from(asked.message_ids).to_string())
+                .fetch_all(&mut *conn)
+                .await?;
+                self.message_ids
+                    .extend(stored.into_iter().map(|id| (env.clone(), id)));
+            }
+
+            let ids = &mut asked.ids;
             ids.sort_unstable();
             ids.dedup();
             if ids.is_empty() {
@@ -626,7 +760,7 @@ impl<'k> WriteSession<'k> {
                 .iter()
                 .map(|id| suppression_hash(self.suppression_key, id))
                 .collect();
-            let suppressed: std::collections::HashSet<String> = sqlx::query_scalar(&format!(
+            let suppressed: HashSet<String> = sqlx::query_scalar(&format!(
                 "SELECT id_hash FROM suppressions \
                  WHERE environment_id = $1 AND id_hash {IN_JSON_TEXTS} AND expires_at > $3"
             ))
@@ -642,20 +776,25 @@ impl<'k> WriteSession<'k> {
                     .insert((env.clone(), (*id).to_owned()), suppressed.contains(hash));
             }
 
-            let texts = Value::from(ids.clone()).to_string();
             let owners: Vec<(String, String, String)> = sqlx::query_as(&format!(
                 "SELECT kind, value, user_key FROM identities \
                  WHERE environment_id = $1 AND kind IN ('user', 'anonymous') \
                    AND value {IN_JSON_TEXTS}"
             ))
             .bind(env.as_str())
-            .bind(&texts)
+            .bind(Value::from(ids.clone()).to_string())
             .fetch_all(&mut *conn)
             .await?;
+            for id in ids.iter() {
+                for kind in ["user", "anonymous"] {
+                    self.unowned.insert((env.clone(), kind, (*id).to_owned()));
+                }
+            }
             let mut user_keys: Vec<String> = Vec::with_capacity(owners.len());
             for (kind, value, user_key) in owners {
                 let kind = if kind == "user" { "user" } else { "anonymous" };
                 user_keys.push(user_key.clone());
+                self.unowned.remove(&(env.clone(), kind, value.clone()));
                 self.identities.insert((env.clone(), kind, value), user_key);
             }
             user_keys.sort_unstable();
@@ -665,7 +804,7 @@ impl<'k> WriteSession<'k> {
             }
 
             let rows = sqlx::query(&format!(
-                "SELECT id, user_id IS NOT NULL AS named, consent, consent_at FROM users \
+                "SELECT id, user_id IS NOT NULL AS named, consent, consent_at, gpc FROM users \
                  WHERE environment_id = $1 AND id {IN_JSON_TEXTS} ORDER BY id {LOCK_ROWS}"
             ))
             .bind(env.as_str())
@@ -675,6 +814,33 @@ impl<'k> WriteSession<'k> {
             for row in &rows {
                 let known = KnownUser::from_row(row)?;
                 self.users.insert((env.clone(), row.try_get("id")?), known);
+            }
+
+            let mut identifying: Vec<&String> = asked
+                .identifying
+                .iter()
+                .filter_map(|id| {
+                    ["user", "anonymous"].into_iter().find_map(|kind| {
+                        self.identities.get(&(env.clone(), kind, (*id).to_owned()))
+                    })
+                })
+                .collect();
+            identifying.sort_unstable();
+            identifying.dedup();
+            if identifying.is_empty() {
+                continue;
+            }
+            let traits: Vec<(String, Json<Map<String, Value>>)> = sqlx::query_as(&format!(
+                "SELECT id, traits FROM users WHERE environment_id = $1 AND id {IN_JSON_TEXTS}"
+            ))
+            .bind(env.as_str())
+            .bind(rows_json(&identifying)?)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (user_key, traits) in traits {
+                if let Some(user) = self.users.get_mut(&(env.clone(), user_key)) {
+                    user.traits = Some(traits.0);
+                }
             }
         }
         Ok(())
@@ -705,12 +871,12 @@ impl<'k> WriteSession<'k> {
     }
 
     /// Stores one message, unless its message id was stored before or it names a
-    /// deleted identity.
+    /// deleted identity. Its rows are written by [`WriteSession::flush`].
     async fn store(
         &mut self,
         conn: &mut Conn,
         env: &EnvironmentId,
-        accepted: &Accepted,
+        accepted: &'a Accepted,
         received_at: DateTime<Utc>,
     ) -> Result<Stored> {
         let message = &accepted.message;
@@ -724,10 +890,6 @@ impl<'k> WriteSession<'k> {
                 return Ok(Stored::Suppressed);
             }
         }
-        let message_id = match &message.message_id {
-            Some(id) => id.as_str().to_owned(),
-            None => uuid::Uuid::new_v4().to_string(),
-        };
 
         let user_id = message.user_id.as_ref().map(|id| id.as_str());
         let anonymous_id = message.anonymous_id.as_ref().map(|id| id.as_str());
@@ -737,21 +899,20 @@ impl<'k> WriteSession<'k> {
 
         // Resolving first lets the message id row name its user, so that deleting the user
         // deletes it too; for a duplicate, resolving changes nothing the original did not.
-        let first_time = sqlx::query(
-            "INSERT INTO message_ids (environment_id, message_id, user_key, received_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (environment_id, message_id) DO NOTHING",
-        )
-        .bind(env.as_str())
-        .bind(&message_id)
-        .bind(&user_key)
-        .bind(received_at)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-            == 1;
-        if !first_time {
+        let message_id = match &message.message_id {
+            Some(id) => id.as_str().to_owned(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        if !self.message_ids.insert((env.clone(), message_id.clone())) {
             return Ok(Stored::Duplicate);
         }
+        let received = time_text(received_at);
+        let rows = self.pending.entry(env.clone()).or_default();
+        rows.message_ids.push(MessageIdRow(
+            message_id.clone(),
+            user_key.clone(),
+            received.clone(),
+        ));
 
         if message.kind == MessageType::Alias {
             if let Some(previous) = message.previous_id.as_deref() {
@@ -760,26 +921,44 @@ impl<'k> WriteSession<'k> {
             }
         }
 
+        let rows = self.pending.entry(env.clone()).or_default();
         match message.kind {
             MessageType::Identify => {
                 if let Some(traits) = message.effective_traits() {
-                    merge_traits(conn, env, &user_key, traits).await?;
+                    self.merge_traits(conn, env, &user_key, traits).await?;
                 }
             }
-            MessageType::Response => {
-                insert_response(conn, env, &user_key, &message_id, accepted, received_at).await?;
+            MessageType::Response => rows.responses.push(ResponseRow(
+                message_id,
+                user_key.clone(),
+                message.survey_id.as_deref().unwrap_or_default(),
+                message.answers.as_ref().unwrap_or(&Value::Null),
+                time_text(accepted.time),
+                received,
+            )),
+            kind => {
+                let (name, properties) = match kind {
+                    MessageType::Group => (message.group_id.as_deref(), message.traits.as_ref()),
+                    MessageType::Alias => (message.previous_id.as_deref(), None),
+                    _ => (message.name.as_deref(), message.properties.as_ref()),
+                };
+                rows.events.push(EventRow(
+                    message_id,
+                    user_key.clone(),
+                    kind.as_str(),
+                    message.event.as_deref(),
+                    name,
+                    properties.unwrap_or(&NO_PROPERTIES),
+                    &message.context,
+                    time_text(accepted.time),
+                    received,
+                ));
             }
-            _ => insert_event(conn, env, &user_key, &message_id, accepted, received_at).await?,
         }
         self.record_consent(conn, env, &user_key, message, accepted.time)
             .await?;
         if let Some(Value::Bool(gpc)) = message.context.get("gpc") {
-            sqlx::query("UPDATE users SET gpc = $1 WHERE environment_id = $2 AND id = $3")
-                .bind(*gpc)
-                .bind(env.as_str())
-                .bind(&user_key)
-                .execute(&mut *conn)
-                .await?;
+            self.record_gpc(conn, env, &user_key, *gpc).await?;
         }
 
         // A message sent with `context.active: false` (a server acting for the user) is
@@ -788,6 +967,57 @@ impl<'k> WriteSession<'k> {
             self.note_activity(env, user_key, accepted.time, accepted.time);
         }
         Ok(Stored::New)
+    }
+
+    /// Writes the rows gathered since the last flush, a few multi-row statements per
+    /// environment, and the traits this transaction changed. Returns false when another
+    /// transaction stored one of these message ids since the prefill looked: the caller
+    /// must roll back.
+    async fn flush(&mut self, conn: &mut Conn) -> Result<bool> {
+        for (env, rows) in std::mem::take(&mut self.pending) {
+            if !rows.message_ids.is_empty() {
+                let inserted = sqlx::query(INSERT_MESSAGE_IDS)
+                    .bind(env.as_str())
+                    .bind(rows_json(&rows.message_ids)?)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                if inserted != rows.message_ids.len() as u64 {
+                    return Ok(false);
+                }
+            }
+            if !rows.events.is_empty() {
+                sqlx::query(INSERT_EVENTS)
+                    .bind(env.as_str())
+                    .bind(rows_json(&rows.events)?)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            if !rows.responses.is_empty() {
+                sqlx::query(INSERT_RESPONSES)
+                    .bind(env.as_str())
+                    .bind(rows_json(&rows.responses)?)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+
+        let mut changed: BTreeMap<&EnvironmentId, Vec<TraitsRow>> = BTreeMap::new();
+        for ((env, user_key), user) in &mut self.users {
+            if let (true, Some(traits)) = (user.traits_changed, &user.traits) {
+                user.traits_changed = false;
+                changed.entry(env).or_default().push((user_key, traits));
+            }
+        }
+        for (env, mut users) in changed {
+            users.sort_unstable_by_key(|(user_key, _)| *user_key);
+            sqlx::query(UPDATE_TRAITS)
+                .bind(env.as_str())
+                .bind(rows_json(&users)?)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(true)
     }
 
     fn note_activity(
@@ -843,6 +1073,76 @@ impl<'k> WriteSession<'k> {
         Ok(())
     }
 
+    /// The cached row of a user, read if this transaction has not read it yet.
+    async fn known_user(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        user_key: &str,
+    ) -> Result<&mut KnownUser> {
+        let cached = (env.clone(), user_key.to_owned());
+        if !self.users.contains_key(&cached) {
+            let row = sqlx::query(
+                "SELECT user_id IS NOT NULL AS named, consent, consent_at, gpc FROM users \
+                 WHERE environment_id = $1 AND id = $2",
+            )
+            .bind(env.as_str())
+            .bind(user_key)
+            .fetch_one(&mut *conn)
+            .await?;
+            let known = KnownUser::from_row(&row)?;
+            self.users.insert(cached.clone(), known);
+        }
+        Ok(self
+            .users
+            .get_mut(&cached)
+            .expect("the user was cached just above"))
+    }
+
+    /// Adds the given traits to the user's, replacing those of the same name. The
+    /// result is written by [`WriteSession::flush`].
+    async fn merge_traits(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        user_key: &str,
+        new: &Map<String, Value>,
+    ) -> Result<()> {
+        let user = self.known_user(conn, env, user_key).await?;
+        if user.traits.is_none() {
+            user.traits = Some(read_traits(conn, env, user_key).await?);
+        }
+        if let Some(traits) = &mut user.traits {
+            for (key, value) in new {
+                traits.insert(key.clone(), value.clone());
+            }
+            user.traits_changed = true;
+        }
+        Ok(())
+    }
+
+    /// Keeps the user's Global Privacy Control signal when it changed.
+    async fn record_gpc(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        user_key: &str,
+        gpc: bool,
+    ) -> Result<()> {
+        let user = self.known_user(conn, env, user_key).await?;
+        if user.gpc == Some(gpc) {
+            return Ok(());
+        }
+        user.gpc = Some(gpc);
+        sqlx::query("UPDATE users SET gpc = $1 WHERE environment_id = $2 AND id = $3")
+            .bind(gpc)
+            .bind(env.as_str())
+            .bind(user_key)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
     /// Keeps `context.consent.categoryPreferences` on the user and appends a consent record
     /// whenever it differs from what was stored. A change older than the stored one (a late
     /// retry) is recorded in the history but does not replace the current state.
@@ -862,22 +1162,7 @@ impl<'k> WriteSession<'k> {
             return Ok(());
         };
 
-        let cached = (env.clone(), user_key.to_owned());
-        if !self.users.contains_key(&cached) {
-            let row = sqlx::query(
-                "SELECT user_id IS NOT NULL AS named, consent, consent_at FROM users \
-                 WHERE environment_id = $1 AND id = $2",
-            )
-            .bind(env.as_str())
-            .bind(user_key)
-            .fetch_one(&mut *conn)
-            .await?;
-            let known = KnownUser::from_row(&row)?;
-            self.users.insert(cached.clone(), known);
-        }
-        let Some(user) = self.users.get_mut(&cached) else {
-            return Ok(());
-        };
+        let user = self.known_user(conn, env, user_key).await?;
         if user.consent.as_ref() == Some(preferences) {
             return Ok(());
         }
@@ -925,6 +1210,9 @@ impl<'k> WriteSession<'k> {
         if let Some(user_key) = self.identities.get(&key) {
             return Ok(Some(user_key.clone()));
         }
+        if self.unowned.contains(&key) {
+            return Ok(None);
+        }
 
         let found: Option<String> = sqlx::query_scalar(
             "SELECT user_key FROM identities \
@@ -957,6 +1245,9 @@ impl<'k> WriteSession<'k> {
         if let Some(owner) = self.find_identity(conn, env, kind, value).await? {
             return Ok((owner != user_key).then_some(owner));
         }
+        let key = (env.clone(), kind, value.to_owned());
+        // Whatever the insert finds, the prefill's "no owner" no longer holds.
+        self.unowned.remove(&key);
         let inserted = sqlx::query(
             "INSERT INTO identities (environment_id, kind, value, user_key) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (environment_id, kind, value) DO NOTHING",
@@ -970,14 +1261,23 @@ impl<'k> WriteSession<'k> {
         .rows_affected()
             == 1;
         if inserted {
-            self.identities
-                .insert((env.clone(), kind, value.to_owned()), user_key.to_owned());
+            self.identities.insert(key, user_key.to_owned());
             return Ok(None);
         }
         Ok(self
             .find_identity(conn, env, kind, value)
             .await?
             .filter(|owner| owner != user_key))
+    }
+
+    /// Whether the user has a user id, from the cache when this transaction read the row.
+    async fn is_named(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        user_key: &str,
+    ) -> Result<bool> {
+        Ok(self.known_user(conn, env, user_key).await?.named)
     }
 
     /// Finds the user a message is about, creating or merging users as its ids require.
@@ -1006,23 +1306,24 @@ impl<'k> WriteSession<'k> {
         let mut created = false;
         let mut user_key = match (by_user, by_anonymous) {
             (Some(known), Some(visitor)) if known != visitor => {
-                if user_id_of(conn, env, &visitor).await?.is_none() {
+                if !self.is_named(conn, env, &visitor).await? {
                     self.merge_users(conn, env, &visitor, &known).await?;
                 }
                 known
             }
             (Some(known), _) => known,
             (None, Some(visitor)) if user_id.is_none() => visitor,
-            (None, Some(visitor)) => match user_id_of(conn, env, &visitor).await? {
-                None => visitor,
-                Some(_) => {
+            (None, Some(visitor)) => {
+                if self.is_named(conn, env, &visitor).await? {
                     created = true;
-                    create_user(conn, env, time).await?
+                    self.create_user(conn, env, time).await?
+                } else {
+                    visitor
                 }
-            },
+            }
             (None, None) => {
                 created = true;
-                create_user(conn, env, time).await?
+                self.create_user(conn, env, time).await?
             }
         };
 
@@ -1030,13 +1331,12 @@ impl<'k> WriteSession<'k> {
             if let Some(owner) = self.add_identity(conn, env, "user", id, &user_key).await? {
                 // Another collector created this user a moment ago: use theirs.
                 if created {
-                    drop_new_user(conn, env, &user_key).await?;
+                    self.drop_new_user(conn, env, &user_key).await?;
                     user_key = owner;
                     created = false;
                 }
             }
-            let cached = (env.clone(), user_key.clone());
-            if !self.users.get(&cached).is_some_and(|user| user.named) {
+            if !self.is_named(conn, env, &user_key).await? {
                 sqlx::query(
                     "UPDATE users SET user_id = $1 \
                      WHERE environment_id = $2 AND id = $3 AND user_id IS NULL",
@@ -1046,9 +1346,7 @@ impl<'k> WriteSession<'k> {
                 .bind(&user_key)
                 .execute(&mut *conn)
                 .await?;
-                if let Some(user) = self.users.get_mut(&cached) {
-                    user.named = true;
-                }
+                self.known_user(conn, env, &user_key).await?.named = true;
             }
         }
         if let Some(id) = anonymous_id {
@@ -1056,11 +1354,56 @@ impl<'k> WriteSession<'k> {
                 .add_identity(conn, env, "anonymous", id, &user_key)
                 .await?;
             if let (Some(owner), true) = (owner, created && user_id.is_none()) {
-                drop_new_user(conn, env, &user_key).await?;
+                self.drop_new_user(conn, env, &user_key).await?;
                 user_key = owner;
             }
         }
         Ok(user_key)
+    }
+
+    async fn create_user(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        time: DateTime<Utc>,
+    ) -> Result<String> {
+        let user_key = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO users (environment_id, id, traits, first_seen, last_seen) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(env.as_str())
+        .bind(&user_key)
+        .bind(Json(Map::new()))
+        .bind(time)
+        .bind(time)
+        .execute(&mut *conn)
+        .await?;
+        self.users
+            .insert((env.clone(), user_key.clone()), KnownUser::created(false));
+        Ok(user_key)
+    }
+
+    /// Removes a user this transaction created and that turned out to exist already.
+    async fn drop_new_user(
+        &mut self,
+        conn: &mut Conn,
+        env: &EnvironmentId,
+        user_key: &str,
+    ) -> Result<()> {
+        for statement in [
+            "DELETE FROM identities WHERE environment_id = $1 AND user_key = $2",
+            "DELETE FROM users WHERE environment_id = $1 AND id = $2",
+        ] {
+            sqlx::query(statement)
+                .bind(env.as_str())
+                .bind(user_key)
+                .execute(&mut *conn)
+                .await?;
+        }
+        self.users.remove(&(env.clone(), user_key.to_owned()));
+        self.identities.retain(|_, owner| owner != user_key);
+        Ok(())
     }
 
     /// `alias`: the identity named by `previousId` (an anonymous id or an earlier user
@@ -1095,6 +1438,13 @@ impl<'k> WriteSession<'k> {
         from: &str,
         into: &str,
     ) -> Result<()> {
+        // The rows gathered so far may name `from`; they must be in the tables to move.
+        // When another collector stored one of their message ids meanwhile, the
+        // transaction will be rolled back, so the merge is not worth doing.
+        if !self.flush(conn).await? {
+            self.raced = true;
+            return Ok(());
+        }
         for statement in [
             "UPDATE events SET user_key = $1 WHERE environment_id = $2 AND user_key = $3",
             "UPDATE responses SET user_key = $1 WHERE environment_id = $2 AND user_key = $3",
@@ -1132,6 +1482,7 @@ impl<'k> WriteSession<'k> {
         // Cached identities may point at the user that is gone, and the cached row of the
         // user merged into is out of date; activity moves along.
         self.identities.clear();
+        self.unowned.clear();
         self.users.clear();
         self.note_activity(
             env,
@@ -1144,51 +1495,6 @@ impl<'k> WriteSession<'k> {
         }
         Ok(())
     }
-}
-
-async fn user_id_of(
-    conn: &mut Conn,
-    env: &EnvironmentId,
-    user_key: &str,
-) -> Result<Option<String>> {
-    let user_id =
-        sqlx::query_scalar("SELECT user_id FROM users WHERE environment_id = $1 AND id = $2")
-            .bind(env.as_str())
-            .bind(user_key)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(user_id)
-}
-
-/// Removes a user this transaction created and that turned out to exist already.
-async fn drop_new_user(conn: &mut Conn, env: &EnvironmentId, user_key: &str) -> Result<()> {
-    for statement in [
-        "DELETE FROM identities WHERE environment_id = $1 AND user_key = $2",
-        "DELETE FROM users WHERE environment_id = $1 AND id = $2",
-    ] {
-        sqlx::query(statement)
-            .bind(env.as_str())
-            .bind(user_key)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
-async fn create_user(conn: &mut Conn, env: &EnvironmentId, time: DateTime<Utc>) -> Result<String> {
-    let user_key = uuid::Uuid::new_v4().to_string();
-    sqlx::query(
-        "INSERT INTO users (environment_id, id, traits, first_seen, last_seen) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(env.as_str())
-    .bind(&user_key)
-    .bind(Json(Map::new()))
-    .bind(time)
-    .bind(time)
-    .execute(&mut *conn)
-    .await?;
-    Ok(user_key)
 }
 
 async fn read_traits(
@@ -1217,82 +1523,5 @@ async fn write_traits(
         .bind(user_key)
         .execute(&mut *conn)
         .await?;
-    Ok(())
-}
-
-/// Adds the given traits to the user's, replacing those of the same name.
-async fn merge_traits(
-    conn: &mut Conn,
-    env: &EnvironmentId,
-    user_key: &str,
-    new: &Map<String, Value>,
-) -> Result<()> {
-    let mut traits = read_traits(conn, env, user_key).await?;
-    for (key, value) in new {
-        traits.insert(key.clone(), value.clone());
-    }
-    write_traits(conn, env, user_key, traits).await
-}
-
-async fn insert_event(
-    conn: &mut Conn,
-    env: &EnvironmentId,
-    user_key: &str,
-    message_id: &str,
-    accepted: &Accepted,
-    received_at: DateTime<Utc>,
-) -> Result<()> {
-    let message = &accepted.message;
-    let (name, properties) = match message.kind {
-        MessageType::Group => (message.group_id.as_deref(), message.traits.as_ref()),
-        MessageType::Alias => (message.previous_id.as_deref(), None),
-        _ => (message.name.as_deref(), message.properties.as_ref()),
-    };
-    let empty = Map::new();
-
-    sqlx::query(
-        "INSERT INTO events (environment_id, message_id, user_key, type, event, name, \
-         properties, context, timestamp, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (environment_id, message_id) DO NOTHING",
-    )
-    .bind(env.as_str())
-    .bind(message_id)
-    .bind(user_key)
-    .bind(message.kind.as_str())
-    .bind(message.event.as_deref())
-    .bind(name)
-    .bind(Json(properties.unwrap_or(&empty)))
-    .bind(Json(&message.context))
-    .bind(accepted.time)
-    .bind(received_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn insert_response(
-    conn: &mut Conn,
-    env: &EnvironmentId,
-    user_key: &str,
-    message_id: &str,
-    accepted: &Accepted,
-    received_at: DateTime<Utc>,
-) -> Result<()> {
-    let message = &accepted.message;
-    sqlx::query(
-        "INSERT INTO responses (environment_id, message_id, user_key, survey_id, answers, \
-         timestamp, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (environment_id, message_id) DO NOTHING",
-    )
-    .bind(env.as_str())
-    .bind(message_id)
-    .bind(user_key)
-    .bind(message.survey_id.as_deref().unwrap_or_default())
-    .bind(Json(message.answers.as_ref().unwrap_or(&Value::Null)))
-    .bind(accepted.time)
-    .bind(received_at)
-    .execute(&mut *conn)
-    .await?;
     Ok(())
 }

@@ -51,6 +51,38 @@ const IN_JSON_TEXTS: &str = "= ANY (ARRAY(SELECT jsonb_array_elements_text($2::j
 /// instead of deadlocking over rows each locked in its own order.
 const LOCK_ROWS: &str = "FOR UPDATE";
 
+// Ingest writes the rows of a group with one statement per table, from a JSON array of
+// rows bound as `$2` (see the SQLite backend).
+
+/// Message id rows: message id, user key, received at.
+const INSERT_MESSAGE_IDS: &str = "INSERT INTO message_ids (environment_id, message_id, \
+     user_key, received_at) \
+     SELECT $1, value ->> 0, value ->> 1, (value ->> 2)::timestamptz \
+     FROM jsonb_array_elements($2::jsonb) \
+     ON CONFLICT (environment_id, message_id) DO NOTHING";
+
+/// Event rows: message id, user key, type, event, name, properties, context, time,
+/// received at.
+const INSERT_EVENTS: &str = "INSERT INTO events (environment_id, message_id, user_key, \
+     type, event, name, properties, context, timestamp, received_at) \
+     SELECT $1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+     value -> 5, value -> 6, (value ->> 7)::timestamptz, (value ->> 8)::timestamptz \
+     FROM jsonb_array_elements($2::jsonb) \
+     ON CONFLICT (environment_id, message_id) DO NOTHING";
+
+/// Response rows: message id, user key, survey id, answers, time, received at.
+const INSERT_RESPONSES: &str = "INSERT INTO responses (environment_id, message_id, \
+     user_key, survey_id, answers, timestamp, received_at) \
+     SELECT $1, value ->> 0, value ->> 1, value ->> 2, value -> 3, \
+     (value ->> 4)::timestamptz, (value ->> 5)::timestamptz \
+     FROM jsonb_array_elements($2::jsonb) \
+     ON CONFLICT (environment_id, message_id) DO NOTHING";
+
+/// Users' traits: user key, traits.
+const UPDATE_TRAITS: &str = "UPDATE users SET traits = t.value -> 1 \
+     FROM jsonb_array_elements($2::jsonb) AS t \
+     WHERE users.environment_id = $1 AND users.id = t.value ->> 0";
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Postgres;
 

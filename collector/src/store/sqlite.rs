@@ -52,6 +52,36 @@ const IN_JSON_TEXTS: &str = "IN (SELECT value FROM json_each($2))";
 /// the PostgreSQL backend).
 const LOCK_ROWS: &str = "";
 
+// Ingest writes the rows of a group with one statement per table, from a JSON array of
+// rows bound as `$2` (each row an array, times as RFC 3339 text), with the environment as
+// `$1`. One statement text whatever the number of rows, so it is prepared once. The
+// `WHERE true` is SQLite's way to tell an upsert's `ON CONFLICT` from a join's `ON`.
+
+/// Message id rows: message id, user key, received at.
+const INSERT_MESSAGE_IDS: &str = "INSERT INTO message_ids (environment_id, message_id, \
+     user_key, received_at) \
+     SELECT $1, value ->> 0, value ->> 1, value ->> 2 FROM json_each($2) WHERE true \
+     ON CONFLICT (environment_id, message_id) DO NOTHING";
+
+/// Event rows: message id, user key, type, event, name, properties, context, time,
+/// received at.
+const INSERT_EVENTS: &str = "INSERT INTO events (environment_id, message_id, user_key, \
+     type, event, name, properties, context, timestamp, received_at) \
+     SELECT $1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+     value -> 5, value -> 6, value ->> 7, value ->> 8 FROM json_each($2) WHERE true \
+     ON CONFLICT (environment_id, message_id) DO NOTHING";
+
+/// Response rows: message id, user key, survey id, answers, time, received at.
+const INSERT_RESPONSES: &str = "INSERT INTO responses (environment_id, message_id, \
+     user_key, survey_id, answers, timestamp, received_at) \
+     SELECT $1, value ->> 0, value ->> 1, value ->> 2, value -> 3, value ->> 4, \
+     value ->> 5 FROM json_each($2) WHERE true \
+     ON CONFLICT (environment_id, message_id) DO NOTHING";
+
+/// Users' traits: user key, traits.
+const UPDATE_TRAITS: &str = "UPDATE users SET traits = t.value -> 1 FROM json_each($2) AS t \
+     WHERE users.environment_id = $1 AND users.id = t.value ->> 0";
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Sqlite;
 
