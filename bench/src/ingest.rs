@@ -27,6 +27,7 @@ use crate::collector::Collector;
 use crate::cpu;
 use crate::database::{Backend, Database};
 use crate::load::{self, Load, Target};
+use crate::raw_insert;
 use crate::traffic::Traffic;
 use crate::{load_average, millis, progress, secs, Common, WRITE_KEY};
 
@@ -78,7 +79,10 @@ pub struct IngestArgs {
 #[derive(Debug)]
 struct Measured {
     backend: Backend,
+    /// (a): the rows written with plain multi-row statements.
     ceiling: Ceiling,
+    /// The collector's store writing the same messages, without HTTP.
+    store: Ceiling,
     /// Per number of collectors.
     http: Vec<(usize, OverHttp)>,
 }
@@ -105,10 +109,10 @@ pub async fn run(args: &IngestArgs) -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     for &backend in &args.common.backends {
-        progress(&format!("{backend}: ceiling (store_batches without HTTP)"));
+        progress(&format!("{backend}: ceiling (raw multi-row statements)"));
         let database = Database::create(backend, &args.common.postgres_url).await?;
         let traffic = Traffic::new(args.users);
-        let ceiling = ceiling::measure(
+        let ceiling = raw_insert::measure(
             &database.url(),
             &traffic,
             args.batch_size,
@@ -119,6 +123,23 @@ pub async fn run(args: &IngestArgs) -> anyhow::Result<()> {
         database.remove().await?;
         let ceiling = ceiling?;
         progress(&format!("{backend}: ceiling {:.0} msg/s", ceiling.rate()));
+
+        progress(&format!(
+            "{backend}: the store without HTTP (store_batches)"
+        ));
+        let database = Database::create(backend, &args.common.postgres_url).await?;
+        let traffic = Traffic::new(args.users);
+        let store = ceiling::measure(
+            &database.url(),
+            &traffic,
+            args.batch_size,
+            secs(args.warmup),
+            secs(args.ceiling_seconds),
+        )
+        .await;
+        database.remove().await?;
+        let store = store?;
+        progress(&format!("{backend}: store {:.0} msg/s", store.rate()));
 
         let mut http = Vec::new();
         for &count in args.collectors.iter().filter(|_| !args.ceiling_only) {
@@ -136,6 +157,7 @@ pub async fn run(args: &IngestArgs) -> anyhow::Result<()> {
         results.push(Measured {
             backend,
             ceiling,
+            store,
             http,
         });
     }
@@ -226,29 +248,31 @@ fn print_report(args: &IngestArgs, results: &[Measured], started_load: &str) -> 
 
     writeln!(
         out,
-        "\n| backend | collectors | (a) ceiling msg/s | (b) HTTP msg/s | b/a | p50 | p99 \
-         | ½ load msg/s | p50 at ½ | p99 at ½ | peak RSS |"
+        "\n| backend | collectors | (a) ceiling msg/s | store alone msg/s | (b) HTTP msg/s \
+         | b/a | p50 | p99 | ½ load msg/s | p50 at ½ | p99 at ½ | peak RSS |"
     )?;
     writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for m in results {
         if m.http.is_empty() {
             writeln!(
                 out,
-                "| {} | | {:.0} | | | | | | | | |",
+                "| {} | | {:.0} | {:.0} | | | | | | | | |",
                 m.backend,
-                m.ceiling.rate()
+                m.ceiling.rate(),
+                m.store.rate()
             )?;
         }
         for (count, http) in &m.http {
             writeln!(
                 out,
-                "| {} | {count} | {:.0} | {:.0} | {:.0} % | {:.1} ms | {:.1} ms | {:.0} \
-                 | {:.1} ms | {:.1} ms | {:.0} MB |",
+                "| {} | {count} | {:.0} | {:.0} | {:.0} | {:.0} % | {:.1} ms | {:.1} ms \
+                 | {:.0} | {:.1} ms | {:.1} ms | {:.0} MB |",
                 m.backend,
                 m.ceiling.rate(),
+                m.store.rate(),
                 http.peak.message_rate(),
                 100.0 * http.peak.message_rate() / m.ceiling.rate(),
                 millis(http.peak.latency_at(0.5)),

@@ -22,6 +22,7 @@ mod ingest;
 mod lifecycle;
 mod load;
 mod population;
+mod raw_insert;
 mod sql;
 mod traffic;
 

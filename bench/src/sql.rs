@@ -17,6 +17,8 @@ use sqlx::{PgPool, SqlitePool};
 #[derive(Debug, Clone)]
 pub enum Value {
     Text(String),
+    /// Text or `NULL`.
+    OptText(Option<String>),
     Int(i64),
     Time(DateTime<Utc>),
 }
@@ -24,6 +26,12 @@ pub enum Value {
 impl From<&str> for Value {
     fn from(text: &str) -> Self {
         Self::Text(text.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Self {
+        Self::Text(text)
     }
 }
 
@@ -56,6 +64,7 @@ macro_rules! bind_all {
         for value in $values {
             query = match value {
                 Value::Text(text) => query.bind(text.clone()),
+                Value::OptText(text) => query.bind(text.clone()),
                 Value::Int(number) => query.bind(*number),
                 Value::Time(time) => query.bind(*time),
             };

@@ -44,6 +44,12 @@ impl Traffic {
         }
     }
 
+    /// How many distinct users send: user `n` has the anonymous id `anon-{n:06}` and,
+    /// unless `n` is a multiple of 4, the user id `user-{n:06}`.
+    pub fn users(&self) -> u64 {
+        self.users
+    }
+
     /// One `/v1/batch` body of `size` messages, stamped with the current time.
     pub fn batch(&self, size: usize) -> String {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
