@@ -321,6 +321,54 @@ async fn concurrent_batches_are_all_stored() {
 }
 
 #[tokio::test]
+async fn json_logs_make_every_stderr_line_a_json_object() {
+    let mut collector = Collector::start_with(&[("EBB_LOG_FORMAT", "json")]);
+    collector.post("/v1/batch", &track("ada", "Stored")).await;
+    collector
+        .post(
+            "/v1/batch",
+            &json!({"batch": [{"type": "track", "event": "No identity"}]}),
+        )
+        .await;
+    collector
+        .post_as("wk_unknown", "/v1/batch", &track("ada", "E"))
+        .await;
+    collector.user("ada").await;
+
+    let stopped = collector.terminate();
+    let log = collector.log();
+
+    assert!(stopped, "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(lines.iter().all(serde_json::Value::is_object), "{log}");
+    let messages: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line["fields"]["message"].as_str())
+        .collect();
+    for expected in [
+        "listening",
+        "batch committed",
+        "batch refused",
+        "ingest with an unknown write key",
+        "stopped",
+    ] {
+        assert!(
+            messages.contains(&expected),
+            "no `{expected}` in {messages:?}"
+        );
+    }
+    for level in ["DEBUG", "INFO", "WARN"] {
+        assert!(
+            lines.iter().any(|line| line["level"] == level),
+            "no {level} line"
+        );
+    }
+}
+
+#[tokio::test]
 async fn sigterm_lets_a_request_in_flight_finish_and_commit() {
     let temp = tempfile::tempdir().unwrap();
     let db = TestDb::new();
