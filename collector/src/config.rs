@@ -301,6 +301,21 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_in_the_readme_table() {
+        let readme = include_str!("../../README.md");
+        let command = Cli::command();
+
+        for setting in command.get_arguments() {
+            let (Some(variable), Some(flag)) = (setting.get_env(), setting.get_long()) else {
+                continue;
+            };
+            let row = format!("| `{}` | `--{flag}` |", variable.to_string_lossy());
+
+            assert!(readme.contains(&row), "the README has no row `{row}`");
+        }
+    }
+
+    #[test]
     fn the_default_database_is_sqlite_in_the_data_folder() {
         let config = Cli::parse_from(["ebb-collector", "--data-dir=/var/lib/ebb"]).config;
 
