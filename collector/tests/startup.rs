@@ -1,6 +1,8 @@
 //! First start and restart: the default environment, its write key, the admin token; and
 //! start-ups that must fail: bad settings in the environment, an address already taken.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};
