@@ -7,7 +7,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::error::{ContextKind, ContextValue};
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,6 +36,47 @@ pub struct Cli {
     /// An operation to run against the configured database, instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Reads the flags and `EBB_*` variables. On a bad value it prints an error naming the
+    /// flag and the variable of the setting, and exits with code 2.
+    pub fn parse_or_exit() -> Self {
+        Self::try_parse().unwrap_or_else(|error| name_variable(error).exit())
+    }
+}
+
+/// Adds to an error about a setting's value the environment variable of that setting.
+/// clap names only the flag, while the value may well have come from the variable (as in
+/// a container, where settings are variables).
+fn name_variable(mut error: clap::Error) -> clap::Error {
+    let Some(ContextValue::String(invalid)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    let mut command = Cli::command();
+    // Built, an argument displays as the error shows it (`--listen <LISTEN>`).
+    command.build();
+    let Some(setting) = command
+        .get_arguments()
+        .find(|arg| arg.to_string() == *invalid)
+    else {
+        return error;
+    };
+    let (Some(flag), Some(variable)) = (setting.get_long(), setting.get_env()) else {
+        return error;
+    };
+
+    let tip = format!(
+        "this setting is `--{flag}` on the command line or `{}` in the environment",
+        variable.to_string_lossy()
+    );
+    let mut tips = match error.get(ContextKind::Suggested) {
+        Some(ContextValue::StyledStrs(tips)) => tips.clone(),
+        _ => Vec::new(),
+    };
+    tips.push(tip.into());
+    error.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
+    error
 }
 
 /// Operations on the configured database, for scripts and terminals.
@@ -189,7 +231,7 @@ fn parse_database_url(url: &str) -> Result<String, String> {
     if known.iter().any(|prefix| url.starts_with(prefix)) {
         Ok(url.to_owned())
     } else {
-        Err("EBB_DATABASE_URL must start with sqlite:, postgres:// or postgresql://".into())
+        Err("a database URL starts with sqlite:, postgres:// or postgresql://".into())
     }
 }
 
@@ -229,7 +271,7 @@ mod tests {
     fn bad_settings_are_refused_with_a_message_naming_them() {
         let cases = [
             (vec!["--listen=localhost"], "--listen"),
-            (vec!["--database-url=mysql://db/ebb"], "EBB_DATABASE_URL"),
+            (vec!["--database-url=mysql://db/ebb"], "--database-url"),
             (vec!["--rate-limit=-5"], "--rate-limit"),
             (vec!["--log-format=xml"], "--log-format"),
         ];
@@ -239,6 +281,37 @@ mod tests {
                 .expect_err("the setting is invalid");
 
             assert!(error.to_string().contains(named), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_error_about_a_value_names_the_variable_of_the_setting_too() {
+        let cases = [
+            ("--listen=localhost", "`EBB_LISTEN`"),
+            ("--retention-interval=0", "`EBB_RETENTION_INTERVAL`"),
+            ("--log-format=xml", "`EBB_LOG_FORMAT`"),
+        ];
+
+        for (arg, variable) in cases {
+            let error = Cli::try_parse_from(["ebb-collector", arg]).expect_err("invalid");
+            let shown = name_variable(error).to_string();
+
+            assert!(shown.contains(variable), "{arg}: {shown}");
+        }
+    }
+
+    #[test]
+    fn every_setting_is_in_the_readme_table() {
+        let readme = include_str!("../../README.md");
+        let command = Cli::command();
+
+        for setting in command.get_arguments() {
+            let (Some(variable), Some(flag)) = (setting.get_env(), setting.get_long()) else {
+                continue;
+            };
+            let row = format!("| `{}` | `--{flag}` |", variable.to_string_lossy());
+
+            assert!(readme.contains(&row), "the README has no row `{row}`");
         }
     }
 

@@ -6,7 +6,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use ebb_protocol::decode::DecodeError;
-use ebb_protocol::Rejection;
+use ebb_protocol::{Rejection, MAX_MESSAGE_BYTES};
 use serde::Serialize;
 
 /// Result of collector operations.
@@ -54,6 +54,17 @@ pub enum ApiError {
         /// How many messages were stored (or were already stored).
         accepted: usize,
         /// The refused ones.
+        rejected: Vec<Rejection>,
+    },
+    /// Some messages were refused, at least one of them for its size; all the others are
+    /// stored.
+    #[error("{}", size_refusal(*accepted, *oversized, rejected))]
+    MessagesTooLarge {
+        /// How many messages were stored (or were already stored).
+        accepted: usize,
+        /// How many of the refused ones are over [`MAX_MESSAGE_BYTES`].
+        oversized: usize,
+        /// The refused ones, for any reason.
         rejected: Vec<Rejection>,
     },
     /// A browser origin the environment does not allow.
@@ -109,6 +120,7 @@ impl ApiError {
             Self::EmptyBatch => "empty_batch",
             Self::AllRejected(_) => "all_messages_rejected",
             Self::PartiallyRejected { .. } => "messages_rejected",
+            Self::MessagesTooLarge { .. } => "message_too_large",
             Self::OriginNotAllowed(_) => "origin_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
             Self::Conflict(_) => "conflict",
@@ -121,6 +133,22 @@ impl ApiError {
             Self::Internal(_) => "internal_error",
         }
     }
+}
+
+/// The sentence of [`ApiError::MessagesTooLarge`]: what was refused for its size, what
+/// else was refused, and what was stored.
+fn size_refusal(accepted: usize, oversized: usize, rejected: &[Rejection]) -> String {
+    let limit = format!("larger than the limit of {MAX_MESSAGE_BYTES} bytes per message");
+    let refused = match (oversized, rejected.len()) {
+        (1, 1) => format!("a message is {limit}"),
+        (oversized, all) if oversized == all => format!("{oversized} messages are {limit}"),
+        (oversized, all) => format!("{all} messages were refused, {oversized} of them {limit}"),
+    };
+    let stored = match accepted {
+        0 => "nothing was stored".to_owned(),
+        accepted => format!("the other {accepted} are stored"),
+    };
+    format!("{refused}; {stored}")
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -138,11 +166,12 @@ pub struct ErrorResponse<'a> {
     error: String,
     /// What is wrong and how to fix it.
     message: String,
-    /// `messages_rejected`, `all_messages_rejected`: how many messages were stored (or
-    /// were already stored).
+    /// `messages_rejected`, `all_messages_rejected`, `message_too_large`: how many messages
+    /// were stored (or were already stored).
     #[serde(skip_serializing_if = "Option::is_none")]
     accepted: Option<usize>,
-    /// `messages_rejected`, `all_messages_rejected`: the refused messages.
+    /// `messages_rejected`, `all_messages_rejected`, `message_too_large`: the refused
+    /// messages.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Rejection>>)]
     rejected: Option<&'a [Rejection]>,
@@ -165,7 +194,9 @@ impl ResponseError for ApiError {
             | Self::PartiallyRejected { .. }
             | Self::InvalidRequest(_)
             | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } | Self::MessagesTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::EnvironmentNotFound(_) | Self::UserNotFound | Self::NotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -185,9 +216,10 @@ impl ResponseError for ApiError {
         };
         let (accepted, rejected) = match self {
             Self::AllRejected(rejected) => (Some(0), Some(rejected.as_slice())),
-            Self::PartiallyRejected { accepted, rejected } => {
-                (Some(*accepted), Some(rejected.as_slice()))
-            }
+            Self::PartiallyRejected { accepted, rejected }
+            | Self::MessagesTooLarge {
+                accepted, rejected, ..
+            } => (Some(*accepted), Some(rejected.as_slice())),
             _ => (None, None),
         };
 

@@ -6,10 +6,12 @@
 //! and the answer goes out only after their transaction committed.
 //!
 //! When some messages are refused, the others are still stored and the answer is
-//! `400 messages_rejected`, listing each refused message by index and reason. A 4xx because
-//! no client retries one (Segment's libraries and Ebb's SDK retry only 429 and 5xx): a
-//! retry would fail the same way and resend what is already stored. And an error status,
-//! unlike a 200, shows up in the sending library's logs, where the developer can see it.
+//! `400 messages_rejected`, listing each refused message by index and reason; when one of
+//! them was refused for being over the per-message limit, it is `413 message_too_large`
+//! with the same list, so that the status alone says what to change. A 4xx because no
+//! client retries one (Segment's libraries and Ebb's SDK retry only 429 and 5xx): a retry
+//! would fail the same way and resend what is already stored. And an error status, unlike
+//! a 200, shows up in the sending library's logs, where the developer can see it.
 
 pub mod body;
 
@@ -20,7 +22,7 @@ use actix_web::http::header::ORIGIN;
 use actix_web::web;
 use actix_web::{options, post, HttpRequest, HttpResponse};
 use chrono::Utc;
-use ebb_protocol::decode::{decode_batch, decode_single, event_time, Envelope};
+use ebb_protocol::decode::{decode_batch, decode_single, event_time, Envelope, MessageError};
 use ebb_protocol::openapi::{
     AliasBody, BatchBody, GroupBody, IdentifyBody, PageBody, ScreenBody, TrackBody,
 };
@@ -76,7 +78,10 @@ enum IngestResponses {
     /// The browser's `Origin` is not on the environment's allow-list.
     #[response(status = 403)]
     OriginNotAllowed(ErrorResponse<'static>),
-    /// The body is larger than 500 KiB after decompression.
+    /// The body is larger than 500 KiB after decompression (`payload_too_large`: nothing is
+    /// stored), or a message is larger than 32 KiB (`message_too_large`): then `rejected`
+    /// lists the refused messages by index and reason and `accepted` counts the others,
+    /// which are stored.
     #[response(status = 413)]
     TooLarge(ErrorResponse<'static>),
     /// The write key sent more requests per second than the collector's rate limit.
@@ -252,10 +257,16 @@ async fn ingest(req: &HttpRequest, state: &AppState, envelope: Envelope) -> Resu
     let mut accepted = Vec::with_capacity(envelope.items.len());
     let mut rejected = Vec::new();
     let mut message_ids = HashSet::with_capacity(envelope.items.len());
+    let mut oversized = 0;
     for index in 0..envelope.items.len() {
         let checked = envelope
             .message(index)
-            .map_err(|error| (error.code(), error.to_string()))
+            .map_err(|error| {
+                if matches!(error, MessageError::TooLarge { .. }) {
+                    oversized += 1;
+                }
+                (error.code(), error.to_string())
+            })
             .and_then(|message| verify_identity(&environment, message))
             .and_then(|message| first_in_batch(&mut message_ids, message));
         match checked {
@@ -280,7 +291,7 @@ async fn ingest(req: &HttpRequest, state: &AppState, envelope: Envelope) -> Resu
     if accepted.is_empty() {
         metrics::record_ingest(envelope.items.len(), WriteReport::default(), &reasons);
         tracing::warn!(env.id = %environment.id, message.rejected = rejected.len(), "batch refused");
-        return Err(ApiError::AllRejected(rejected));
+        return Err(refusal(0, oversized, rejected));
     }
 
     let count = accepted.len();
@@ -306,10 +317,21 @@ async fn ingest(req: &HttpRequest, state: &AppState, envelope: Envelope) -> Resu
             rejected,
         }))
     } else {
-        Err(ApiError::PartiallyRejected {
-            accepted: count,
+        Err(refusal(count, oversized, rejected))
+    }
+}
+
+/// The answer when messages were refused: `413` if any was over the size limit (the
+/// client must split its data, not fix a field), `400` otherwise.
+fn refusal(accepted: usize, oversized: usize, rejected: Vec<Rejection>) -> ApiError {
+    match (accepted, oversized) {
+        (_, 1..) => ApiError::MessagesTooLarge {
+            accepted,
+            oversized,
             rejected,
-        })
+        },
+        (0, 0) => ApiError::AllRejected(rejected),
+        (accepted, 0) => ApiError::PartiallyRejected { accepted, rejected },
     }
 }
 

@@ -4,13 +4,12 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use ebb_collector::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Cli { config, command } = Cli::parse();
+    let Cli { config, command } = Cli::parse_or_exit();
 
     // Commands print their own results; their logs stay quiet unless asked for.
     let serving = matches!(command, None | Some(Command::Serve));
@@ -26,12 +25,19 @@ async fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
 
+    let log_format = config.log_format;
     match command {
         Some(command) if !serving => ebb_collector::cli::run(config, command).await.into(),
         _ => match ebb_collector::server::run(config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                let _ = writeln!(std::io::stderr(), "ebb-collector: {error:#}");
+                // A log shipper reading JSON lines must get this one as JSON too.
+                match log_format {
+                    LogFormat::Json => tracing::error!(error = format!("{error:#}"), "stopped"),
+                    LogFormat::Text => {
+                        let _ = writeln!(std::io::stderr(), "ebb-collector: {error:#}");
+                    }
+                }
                 ExitCode::FAILURE
             }
         },

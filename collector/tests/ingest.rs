@@ -1,4 +1,4 @@
-//! The ingest API over HTTP against a real collector process and a fresh SQLite database.
+//! The ingest API over HTTP against a real collector process and a fresh database.
 
 mod common;
 
@@ -253,6 +253,63 @@ async fn a_body_over_the_limit_is_413() {
 
     assert_eq!(status, 413);
     assert_eq!(reply["error"], "payload_too_large");
+}
+
+/// A message of about 40 KB, over the 32 KB limit per message; `marker` is in its
+/// padding, so that a search of the database shows whether any of it was stored.
+fn oversized_track(user: &str, marker: &str) -> serde_json::Value {
+    let padding = format!("{marker}{}", "x".repeat(40 * 1024));
+    json!({"type": "track", "userId": user, "event": "Huge", "properties": {"blob": padding}})
+}
+
+#[tokio::test]
+async fn a_message_over_32_kb_is_413_naming_it_and_its_valid_sibling_is_stored() {
+    let collector = Collector::start();
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "ada", "event": "Kept", "messageId": "kept-1"},
+        oversized_track("ada", "oversized-marker")
+    ]});
+
+    let (status, body) = collector.post("/v1/batch", &batch).await;
+    let (_, user) = collector.user("ada").await;
+    let stored = common::every_stored_value(&collector.database_url).await;
+
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"], "message_too_large");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["rejected"].as_array().unwrap().len(), 1);
+    assert_eq!(body["rejected"][0]["index"], 1);
+    assert_eq!(body["rejected"][0]["error"], "message_too_large");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("32768 bytes"), "{message}");
+    let events: Vec<_> = user["events"].as_array().unwrap().iter().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["event"], "Kept");
+    assert!(
+        stored
+            .iter()
+            .all(|(_, _, v)| !v.contains("oversized-marker")),
+        "part of the oversized message was stored"
+    );
+}
+
+#[tokio::test]
+async fn a_single_message_over_32_kb_is_413_and_nothing_is_stored() {
+    let collector = Collector::start();
+    let mut message = oversized_track("bea", "single-marker");
+    message.as_object_mut().unwrap().remove("type");
+
+    let (status, body) = collector.post("/v1/track", &message).await;
+    let (user_status, _) = collector.user("bea").await;
+    let stored = common::every_stored_value(&collector.database_url).await;
+
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"], "message_too_large");
+    assert_eq!(body["accepted"], 0);
+    assert_eq!(body["rejected"][0]["index"], 0);
+    assert_eq!(body["rejected"][0]["error"], "message_too_large");
+    assert_eq!(user_status, 404);
+    assert!(stored.iter().all(|(_, _, v)| !v.contains("single-marker")));
 }
 
 #[tokio::test]

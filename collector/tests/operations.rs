@@ -1,5 +1,6 @@
-//! Operating the collector: the environments API, browser origins, the rate limit,
-//! health and metrics, concurrent load and a graceful shutdown.
+//! Operating the collector: the environments API, browser origins and their preflights,
+//! the rate limit, health, readiness and metrics, JSON logs, concurrent load and a
+//! graceful shutdown.
 
 mod common;
 
@@ -206,6 +207,65 @@ async fn browsers_may_send_from_allowed_origins_only() {
     assert_eq!(body["error"], "origin_not_allowed");
 }
 
+/// A preflight carries no write key, so it cannot know the environment and admits every
+/// origin; the request that follows it is where an origin outside the list is refused.
+#[tokio::test]
+async fn a_preflight_admits_any_origin_and_the_request_from_one_outside_the_list_is_refused() {
+    let collector = Collector::start();
+    let (patched, _) = collector
+        .admin(
+            "PATCH",
+            "/admin/v1/environments/default",
+            Some(json!({"allowedOrigins": ["https://shop.example"]})),
+        )
+        .await;
+
+    let preflight = collector
+        .http
+        .request(reqwest::Method::OPTIONS, collector.url("/v1/track"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    let request = collector
+        .http
+        .post(collector.url("/v1/track"))
+        .header("origin", "https://evil.example")
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&json!({"userId": "ada", "event": "From elsewhere"}))
+        .send()
+        .await
+        .unwrap();
+    let refused_has_allow_origin = request
+        .headers()
+        .contains_key("access-control-allow-origin");
+    let (refused, body) = common::read(request).await;
+    let (stored, _) = collector.user("ada").await;
+
+    assert_eq!(patched, 200);
+    assert_eq!(preflight.status().as_u16(), 204);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://evil.example"
+    );
+    assert!(preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    assert_eq!(refused, 403);
+    assert_eq!(body["error"], "origin_not_allowed");
+    assert!(
+        !refused_has_allow_origin,
+        "the page may not even read the refusal"
+    );
+    assert_eq!(stored, 404, "nothing from the refused origin is stored");
+}
+
 #[tokio::test]
 async fn a_write_key_over_its_rate_limit_is_told_when_to_retry() {
     let collector = Collector::start_with(&[("EBB_RATE_LIMIT", "2")]);
@@ -296,6 +356,47 @@ async fn health_readiness_and_metrics_are_served() {
 }
 
 #[tokio::test]
+#[ignore = "PostgreSQL only: scripts/test.sh runs it in its PostgreSQL pass"]
+async fn readiness_is_503_while_the_database_refuses_connections() {
+    let temp = tempfile::tempdir().unwrap();
+    let db = TestDb::postgres();
+    let collector = Collector::start_in(temp.path(), &db, &[]);
+    let ready = || async {
+        let response = collector
+            .http
+            .get(collector.url("/readyz"))
+            .send()
+            .await
+            .unwrap();
+        common::read(response).await
+    };
+
+    let (before, _) = ready().await;
+    db.run_on_server("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false");
+    db.run_on_server(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'",
+    );
+    // Termination is signalled, not awaited: wait (up to 5 s) until the sessions are gone.
+    db.run_on_server(
+        "DO $$ BEGIN FOR attempt IN 1..500 LOOP \
+           PERFORM pg_stat_clear_snapshot(); \
+           EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE datname = '{db}'); \
+           PERFORM pg_sleep(0.01); \
+         END LOOP; END $$",
+    );
+    let (during, body) = ready().await;
+    let (alive, _) = collector.admin_get("/healthz", "").await;
+    db.run_on_server("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true");
+    let (after, _) = ready().await;
+
+    assert_eq!(before, 200);
+    assert_eq!(during, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(alive, 200, "the process itself still serves");
+    assert_eq!(after, 200, "ready again once the database answers");
+}
+
+#[tokio::test]
 async fn concurrent_batches_are_all_stored() {
     let collector = Collector::start();
 
@@ -316,6 +417,54 @@ async fn concurrent_batches_are_all_stored() {
             profile["events"].as_array().unwrap().len(),
             20,
             "user u{user}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_logs_make_every_stderr_line_a_json_object() {
+    let mut collector = Collector::start_with(&[("EBB_LOG_FORMAT", "json")]);
+    collector.post("/v1/batch", &track("ada", "Stored")).await;
+    collector
+        .post(
+            "/v1/batch",
+            &json!({"batch": [{"type": "track", "event": "No identity"}]}),
+        )
+        .await;
+    collector
+        .post_as("wk_unknown", "/v1/batch", &track("ada", "E"))
+        .await;
+    collector.user("ada").await;
+
+    let stopped = collector.terminate();
+    let log = collector.log();
+
+    assert!(stopped, "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(lines.iter().all(serde_json::Value::is_object), "{log}");
+    let messages: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line["fields"]["message"].as_str())
+        .collect();
+    for expected in [
+        "listening",
+        "batch committed",
+        "batch refused",
+        "ingest with an unknown write key",
+        "stopped",
+    ] {
+        assert!(
+            messages.contains(&expected),
+            "no `{expected}` in {messages:?}"
+        );
+    }
+    for level in ["DEBUG", "INFO", "WARN"] {
+        assert!(
+            lines.iter().any(|line| line["level"] == level),
+            "no {level} line"
         );
     }
 }

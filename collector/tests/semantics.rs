@@ -415,3 +415,129 @@ async fn identity_verification_requires_the_hmac_of_the_user_id() {
     );
     assert_eq!(collector.user("visitor").await.0, 200);
 }
+
+#[tokio::test]
+async fn a_batch_context_is_stored_under_each_message_context() {
+    let collector = Collector::start();
+    let batch = json!({
+        "batch": [
+            {"type": "track", "userId": "ada", "event": "Own", "messageId": "own",
+             "context": {"locale": "de-DE", "page": {"path": "/cart"}}},
+            {"type": "track", "userId": "ada", "event": "Plain", "messageId": "plain"}
+        ],
+        "context": {"locale": "en-US", "library": {"name": "analytics-node"}}
+    });
+
+    let (status, _) = collector.post("/v1/batch", &batch).await;
+    let (_, user) = collector.user("ada").await;
+
+    assert_eq!(status, 200);
+    let context_of = |id: &str| {
+        user["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|event| event["messageId"] == id)
+            .map(|event| event["context"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        context_of("own"),
+        json!({"locale": "de-DE", "page": {"path": "/cart"},
+               "library": {"name": "analytics-node"}}),
+        "the message's own keys win"
+    );
+    assert_eq!(
+        context_of("plain"),
+        json!({"locale": "en-US", "library": {"name": "analytics-node"}})
+    );
+}
+
+#[tokio::test]
+async fn an_identify_naming_two_stored_users_merges_them_into_one() {
+    let collector = Collector::start();
+    let everyone = || {
+        collector.admin(
+            "POST",
+            "/admin/v1/environments/default/segments/preview",
+            Some(json!({})),
+        )
+    };
+    collector
+        .post(
+            "/v1/batch",
+            &json!({"batch": [
+                {"type": "identify", "anonymousId": "visitor-3",
+                 "traits": {"plan": "free", "referrer": "newsletter"}},
+                {"type": "track", "anonymousId": "visitor-3", "event": "Browsed"},
+                {"type": "identify", "userId": "ada", "traits": {"plan": "pro", "name": "Ada"}},
+                {"type": "track", "userId": "ada", "event": "Signed In"}
+            ]}),
+        )
+        .await;
+    let (_, before) = everyone().await;
+
+    let (status, _) = collector
+        .post(
+            "/v1/identify",
+            &json!({"userId": "ada", "anonymousId": "visitor-3"}),
+        )
+        .await;
+    let (_, after) = everyone().await;
+    let (_, user) = collector.user("ada").await;
+    let (_, by_anonymous_id) = collector.user("visitor-3").await;
+
+    assert_eq!(before["count"], 2, "two users before: {before}");
+    assert_eq!(status, 200);
+    assert_eq!(after["count"], 1, "one user after: {after}");
+    assert_eq!(user["anonymousIds"], json!(["visitor-3"]));
+    assert_eq!(
+        user["traits"],
+        json!({"plan": "pro", "name": "Ada", "referrer": "newsletter"}),
+        "traits of both, the identified user's winning"
+    );
+    let mut events: Vec<_> = user["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    events.sort();
+    assert_eq!(events, ["Browsed", "Signed In"]);
+    assert_eq!(by_anonymous_id["userId"], "ada");
+}
+
+#[tokio::test]
+async fn the_same_message_id_is_stored_in_each_environment_it_is_sent_to() {
+    let collector = Collector::start();
+    let (created, staging) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments",
+            Some(json!({"name": "staging"})),
+        )
+        .await;
+    let staging_key = staging["writeKeys"][0].as_str().unwrap().to_owned();
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "ada", "event": "Paid", "messageId": "shared-id"}
+    ]});
+
+    let (to_default, _) = collector.post("/v1/batch", &batch).await;
+    let (to_staging, _) = collector.post_as(&staging_key, "/v1/batch", &batch).await;
+    let (again_to_staging, _) = collector.post_as(&staging_key, "/v1/batch", &batch).await;
+    let (_, in_default) = collector.user("ada").await;
+    let (_, in_staging) = collector
+        .admin_get(
+            "/admin/v1/users/ada?environment=staging",
+            common::ADMIN_TOKEN,
+        )
+        .await;
+
+    assert_eq!(created, 201, "{staging}");
+    assert_eq!((to_default, to_staging, again_to_staging), (200, 200, 200));
+    for user in [&in_default, &in_staging] {
+        let events = user["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{user}");
+        assert_eq!(events[0]["messageId"], "shared-id");
+    }
+}

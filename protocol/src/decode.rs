@@ -454,6 +454,25 @@ mod tests {
     }
 
     #[test]
+    fn batch_integrations_merge_into_each_message_and_the_message_keys_win() {
+        let body = br#"{"batch": [
+            {"type": "track", "event": "e", "userId": "u",
+             "integrations": {"All": false, "Mixpanel": true}},
+            {"type": "track", "event": "e", "userId": "u"}
+        ], "integrations": {"All": true, "Amplitude": false}}"#;
+        let envelope = decode_batch(body).unwrap();
+
+        let with_own = envelope.message(0).unwrap().integrations;
+        let without_own = envelope.message(1).unwrap().integrations;
+
+        let expected_with_own =
+            serde_json::json!({"All": false, "Mixpanel": true, "Amplitude": false});
+        let expected_without_own = serde_json::json!({"All": true, "Amplitude": false});
+        assert_eq!(with_own.map(Value::Object), Some(expected_with_own));
+        assert_eq!(without_own.map(Value::Object), Some(expected_without_own));
+    }
+
+    #[test]
     fn a_sent_at_millennia_ahead_cannot_move_an_event_before_the_year_one() {
         let received_at = utc("2026-03-01T12:00:00Z");
         let message = track("2026-03-01T11:59:00Z", Some("7385-12-02T00:30:13Z"));

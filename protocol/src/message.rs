@@ -73,7 +73,8 @@ pub struct Message {
     /// Everything about the circumstances: library, page, consent, traits, GPC, user hash.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub context: Map<String, Value>,
-    /// Per-destination switches; stored as sent.
+    /// Per-destination switches. Read and checked, batch defaults merged in, but not
+    /// stored: the collector forwards to no destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrations: Option<Map<String, Value>>,
     /// `identify` and `group`: attributes of the user or group.

@@ -62,6 +62,15 @@ impl TestDb {
     pub fn is_postgres(&self) -> bool {
         self.postgres.is_some()
     }
+
+    /// Runs one statement on the PostgreSQL server that holds this database, with
+    /// `{db}` replaced by the database's name: to shut the collector out of it, say.
+    pub fn run_on_server(&self, statement: &str) {
+        let (server, name) = self.postgres.as_ref().expect("a PostgreSQL database");
+        let statement = statement.replace("{db}", name);
+        run_on_server(server, &statement)
+            .unwrap_or_else(|error| panic!("`{statement}` failed: {error}"));
+    }
 }
 
 impl Drop for TestDb {
