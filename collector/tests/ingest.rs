@@ -324,3 +324,46 @@ async fn an_unknown_user_is_404() {
     assert_eq!(status, 404);
     assert_eq!(body["error"], "user_not_found");
 }
+
+#[tokio::test]
+async fn a_profile_counts_the_users_events_responses_and_consent_records() {
+    let collector = Collector::start();
+    let consent =
+        |analytics: bool| json!({"consent": {"categoryPreferences": {"analytics": analytics}}});
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "ada", "event": "One", "context": consent(true)},
+        {"type": "page", "userId": "ada", "name": "Two"},
+        {"type": "track", "userId": "ada", "event": "Three", "context": consent(false)},
+        {"type": "response", "userId": "ada", "surveyId": "nps", "answers": {"score": 9}},
+        {"type": "response", "userId": "ada", "surveyId": "csat", "answers": {"score": 4}},
+        {"type": "track", "userId": "bob", "event": "Someone else's"}
+    ]});
+    collector.post("/v1/batch", &batch).await;
+
+    let (status, ada) = collector.user("ada").await;
+
+    assert_eq!(status, 200, "{ada}");
+    assert_eq!(
+        ada["counts"],
+        json!({"events": 3, "responses": 2, "consentRecords": 2})
+    );
+    assert_eq!(ada["events"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn past_the_events_a_profile_lists_its_count_still_covers_every_event() {
+    const EVENTS: usize = 1_001;
+    let collector = Collector::start();
+    let events: Vec<_> = (0..EVENTS)
+        .map(|n| json!({"type": "track", "userId": "busy", "event": "Tick", "messageId": format!("tick-{n}")}))
+        .collect();
+    for chunk in events.chunks(500) {
+        let (status, reply) = collector.post("/v1/batch", &json!({"batch": chunk})).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+
+    let (_, profile) = collector.user("busy").await;
+
+    assert_eq!(profile["events"].as_array().unwrap().len(), 1_000);
+    assert_eq!(profile["counts"]["events"], EVENTS);
+}

@@ -29,7 +29,8 @@ pub fn routes(config: &mut ServiceConfig) {
 }
 
 /// One user: ids, traits, consent and its history, first and last seen, the latest 1,000
-/// events and the survey responses.
+/// events, the survey responses, and how many events, responses and consent records are
+/// stored (counted, so past 1,000 events the count exceeds the events listed).
 #[utoipa::path(
     tag = "admin",
     security(("adminToken" = [])),
