@@ -133,6 +133,37 @@ async fn a_write_key_is_looked_up_by_its_hash_alone() {
     assert_eq!(collector.user("after").await.0, 404);
 }
 
+/// Admin tokens, the one from `EBB_ADMIN_TOKEN` and one made through the API, are stored
+/// only as their SHA-256: no column of any table holds either token. (Write keys are kept
+/// as they are on purpose, to be shown to operators again; see the schema.)
+#[tokio::test]
+async fn admin_tokens_are_stored_only_as_hashes() {
+    let collector = Collector::start();
+    let (status, created) = collector
+        .admin("POST", "/admin/v1/tokens", Some(json!({"label": "ops"})))
+        .await;
+    let made = created["token"].as_str().unwrap().to_owned();
+    let (works, _) = collector.admin_get("/admin/v1/tokens", &made).await;
+
+    let stored = common::every_stored_value(&collector.database_url).await;
+
+    assert_eq!((status, works), (201, 200), "{created}");
+    for token in [ADMIN_TOKEN, made.as_str()] {
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        let found: Vec<_> = stored
+            .iter()
+            .filter(|(_, _, value)| value.contains(token))
+            .collect();
+        assert!(found.is_empty(), "a token is stored as it is: {found:#?}");
+        assert!(
+            stored
+                .iter()
+                .any(|(table, _, value)| table == "admin_tokens" && *value == hash),
+            "the token's hash is stored"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_scoped_token_is_refused_on_every_route_of_another_environment() {
     let collector = Collector::start();
