@@ -97,6 +97,67 @@ async fn a_deleted_user_is_not_recreated_by_a_late_batch() {
     assert_forgotten(&collector.database_url, &["ada-7f3e"]).await;
 }
 
+/// How long each stored tombstone lasts, in whole days (expiry minus creation).
+async fn tombstone_days(database_url: &str) -> Vec<i64> {
+    let query = if database_url.starts_with("postgres") {
+        "SELECT ROUND(EXTRACT(EPOCH FROM expires_at - created_at) / 86400)::bigint \
+         FROM suppressions"
+    } else {
+        "SELECT CAST(ROUND(julianday(expires_at) - julianday(created_at)) AS INTEGER) \
+         FROM suppressions"
+    };
+    common::fetch_integers(database_url, query).await
+}
+
+#[tokio::test]
+async fn tombstones_last_the_configured_days_thirty_by_default() {
+    let default = Collector::start();
+    let configured = Collector::start_with(&[("EBB_SUPPRESSION_DAYS", "7")]);
+    for collector in [&default, &configured] {
+        populate(collector, "ada-7f3e").await;
+        let (status, _) = collector
+            .admin("DELETE", "/admin/v1/users/ada-7f3e", None)
+            .await;
+        assert_eq!(status, 200);
+    }
+
+    let by_default = tombstone_days(&default.database_url).await;
+    let as_configured = tombstone_days(&configured.database_url).await;
+
+    assert_eq!(by_default, [30, 30], "one tombstone per id");
+    assert_eq!(as_configured, [7, 7]);
+}
+
+#[tokio::test]
+async fn a_late_batch_is_stored_again_once_the_tombstone_expired() {
+    let collector = Collector::start();
+    populate(&collector, "ada-7f3e").await;
+    collector
+        .admin("DELETE", "/admin/v1/users/ada-7f3e", None)
+        .await;
+    // The batch a browser kept queued, with its original message id.
+    let late = json!({"batch": [{"type": "page", "userId": "ada-7f3e", "name": "Pricing",
+                                 "messageId": "ada-7f3e-m3"}]});
+
+    collector.post("/v1/batch", &late).await;
+    let (while_suppressed, _) = collector.user("ada-7f3e").await;
+    common::execute(
+        &collector.database_url,
+        "UPDATE suppressions SET expires_at = created_at",
+    )
+    .await;
+    let (status, _) = collector.post("/v1/batch", &late).await;
+    let (after_expiry, user) = collector.user("ada-7f3e").await;
+
+    assert_eq!(while_suppressed, 404, "the tombstone held while it lasted");
+    assert_eq!(status, 200);
+    assert_eq!(
+        after_expiry, 200,
+        "the expired tombstone no longer suppresses"
+    );
+    assert_eq!(user["events"][0]["messageId"], "ada-7f3e-m3");
+}
+
 #[tokio::test]
 async fn a_lifted_suppression_lets_the_id_be_stored_again() {
     let collector = Collector::start();
