@@ -125,7 +125,10 @@ impl Sweeper {
         let mut runs = Vec::new();
         for environment in self.store.environments().await? {
             if environment.retention.is_set() {
-                if let Some(run) = self.sweep_with_lease(&environment, Some(slot)).await? {
+                if let Some(run) = self
+                    .sweep_with_lease(&environment, Some(slot), |_| {})
+                    .await?
+                {
                     runs.push(run);
                 }
             }
@@ -140,13 +143,28 @@ impl Sweeper {
     ///
     /// When the database fails.
     pub async fn sweep_now(&self, environment: &Environment) -> Result<Option<SweepRun>> {
-        self.sweep_with_lease(environment, None).await
+        self.sweep_with_lease(environment, None, |_| {}).await
+    }
+
+    /// Like [`Sweeper::sweep_now`], and tells `progress` how many users are deleted so far
+    /// after each chunk commits.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn sweep_now_reporting(
+        &self,
+        environment: &Environment,
+        progress: impl Fn(u64),
+    ) -> Result<Option<SweepRun>> {
+        self.sweep_with_lease(environment, None, progress).await
     }
 
     async fn sweep_with_lease(
         &self,
         environment: &Environment,
         slot: Option<DateTime<Utc>>,
+        progress: impl Fn(u64),
     ) -> Result<Option<SweepRun>> {
         let lease = format!("retention:{}", environment.id);
         // A lease is renewed by the owner holding it, so each sweep owns it under a name
@@ -162,7 +180,9 @@ impl Sweeper {
             return Ok(None);
         }
 
-        let outcome = self.sweep(environment, slot, &lease, &owner, until).await;
+        let outcome = self
+            .sweep(environment, slot, &lease, &owner, until, progress)
+            .await;
         let released = self.store.release_lease(&lease, &owner, slot).await;
 
         let run = outcome?;
@@ -177,6 +197,7 @@ impl Sweeper {
         lease: &str,
         owner: &str,
         until: impl Fn() -> DateTime<Utc>,
+        progress: impl Fn(u64),
     ) -> Result<SweepRun> {
         let now = Utc::now();
         let rule = environment.retention;
@@ -195,6 +216,9 @@ impl Sweeper {
             users += deleted;
             for (table, rows) in counts {
                 *removed.entry(table).or_default() += rows;
+            }
+            if deleted > 0 {
+                progress(users);
             }
             if deleted < limit as u64 {
                 break;
@@ -269,14 +293,17 @@ mod tests {
     use super::*;
     use crate::store::{Accepted, EnvironmentChanges, RetentionRule, WriteBatch};
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_scheduled_sweep_and_one_on_request_in_one_collector_exclude_each_other() {
-        let folder = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", folder.path().join("ebb.db").display());
+    /// A SQLite store in `folder` with `users` users last seen 400 days ago, in an
+    /// environment whose rule deletes users inactive for 30 days.
+    async fn old_users_under_a_rule(
+        folder: &std::path::Path,
+        users: usize,
+    ) -> (Store, Environment) {
+        let url = format!("sqlite://{}", folder.join("ebb.db").display());
         let store = Store::open(&url).await.unwrap();
         let environment = store.create_environment("test", "wk", None).await.unwrap();
         let long_ago = Utc::now() - chrono::Duration::days(400);
-        let messages = (0..3)
+        let messages = (0..users)
             .map(|user| {
                 let mut message = Message::new(MessageType::Track);
                 message.user_id = Some(UserId::new(format!("old-{user}")));
@@ -306,6 +333,13 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        (store, environment)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_scheduled_sweep_and_one_on_request_in_one_collector_exclude_each_other() {
+        let folder = tempfile::tempdir().unwrap();
+        let (store, environment) = old_users_under_a_rule(folder.path(), 3).await;
         let sweeper = Sweeper::new(store, Duration::from_secs(3_600), 30);
 
         let (scheduled, on_request) =
@@ -318,6 +352,29 @@ mod tests {
             .collect();
         assert_eq!(runs.len(), 1, "both sweeps ran at once");
         assert_eq!(runs[0].users, 3);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_sweep_on_request_reports_the_users_deleted_after_each_chunk() {
+        let folder = tempfile::tempdir().unwrap();
+        let (store, environment) = old_users_under_a_rule(folder.path(), 50).await;
+        let sweeper = Sweeper::new(store, Duration::from_secs(3_600), 30);
+        let reports = std::cell::RefCell::new(Vec::new());
+
+        let run = sweeper
+            .sweep_now_reporting(&environment, |users| reports.borrow_mut().push(users))
+            .await
+            .unwrap()
+            .unwrap();
+
+        let reports = reports.into_inner();
+        assert_eq!(run.users, 50);
+        assert_eq!(reports.first(), Some(&(FIRST_CHUNK_USERS as u64)));
+        assert_eq!(reports.last(), Some(&50));
+        assert!(
+            reports.windows(2).all(|pair| pair[0] < pair[1]),
+            "{reports:?}"
+        );
     }
 
     #[test]
