@@ -4,7 +4,7 @@ mod common;
 
 use std::io::Write as _;
 
-use common::{Collector, ADMIN_TOKEN, WRITE_KEY};
+use common::{Collector, ADMIN_TOKEN, TRAIT_MARKER, WRITE_KEY};
 use serde_json::json;
 
 #[tokio::test]
@@ -15,8 +15,8 @@ async fn a_batch_stores_the_user_traits_and_events() {
         .post(
             "/v1/batch",
             &json!({"batch": [
-                {"type": "identify", "userId": "ada", "traits": {"email": "ada@example.com"},
-                 "messageId": "m-1"},
+                {"type": "identify", "userId": "ada",
+                 "traits": {"email": "ada@example.com", "note": TRAIT_MARKER}, "messageId": "m-1"},
                 {"type": "track", "userId": "ada", "event": "Signed Up",
                  "properties": {"plan": "pro"}, "messageId": "m-2"},
                 {"type": "page", "userId": "ada", "name": "Pricing", "messageId": "m-3"}
@@ -28,7 +28,10 @@ async fn a_batch_stores_the_user_traits_and_events() {
     assert_eq!((status, body), (200, json!({"success": true})));
     assert_eq!(user_status, 200);
     assert_eq!(user["userId"], "ada");
-    assert_eq!(user["traits"], json!({"email": "ada@example.com"}));
+    assert_eq!(
+        user["traits"],
+        json!({"email": "ada@example.com", "note": TRAIT_MARKER})
+    );
     let events = user["events"].as_array().unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["event"], "Signed Up");
@@ -43,14 +46,17 @@ async fn traits_merge_across_identifies() {
 
     for traits in [
         json!({"plan": "free", "name": "Ada"}),
-        json!({"plan": "pro"}),
+        json!({"plan": "pro", "note": TRAIT_MARKER}),
     ] {
         let message = json!({"userId": "ada", "traits": traits});
         assert_eq!(collector.post("/v1/identify", &message).await.0, 200);
     }
     let (_, user) = collector.user("ada").await;
 
-    assert_eq!(user["traits"], json!({"plan": "pro", "name": "Ada"}));
+    assert_eq!(
+        user["traits"],
+        json!({"plan": "pro", "name": "Ada", "note": TRAIT_MARKER})
+    );
 }
 
 #[tokio::test]

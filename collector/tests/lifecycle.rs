@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_forgotten, assert_stored, Collector, ADMIN_TOKEN};
+use common::{assert_forgotten, assert_stored, Collector, ADMIN_TOKEN, TRAIT_MARKER};
 use serde_json::{json, Value};
 
 /// A user with a distinctive id, anonymous id and traits, and records of every kind.
@@ -19,7 +19,8 @@ async fn populate(collector: &Collector, user: &str) -> [String; 4] {
         {"type": "track", "anonymousId": visitor, "event": "Browsed", "messageId": format!("{user}-m1"),
          "context": {"consent": {"categoryPreferences": {"analytics": true}}}},
         {"type": "identify", "userId": user, "anonymousId": visitor,
-         "traits": {"email": email, "company": company}, "messageId": format!("{user}-m2")},
+         "traits": {"email": email, "company": company, "note": TRAIT_MARKER},
+         "messageId": format!("{user}-m2")},
         {"type": "page", "userId": user, "name": "Pricing", "properties": {"ref": company},
          "messageId": format!("{user}-m3")},
         {"type": "response", "userId": user, "surveyId": "nps", "answers": {"why": email},

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{execute, log_leaks, Collector, ADMIN_TOKEN, WRITE_KEY};
+use common::{execute, log_leaks, Collector, ADMIN_TOKEN, TRAIT_MARKER, WRITE_KEY};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -322,7 +322,7 @@ async fn every_route_with_a_body_refuses_one_over_its_limit() {
 }
 
 #[test]
-fn the_log_check_finds_secrets_addresses_and_payloads() {
+fn the_log_check_finds_secrets_addresses_payloads_and_trait_values() {
     let clean = "2026-12-04T01:00:00Z INFO ebb_collector: user deleted env.id=3f2c audit.seq=4";
     let leaks = [
         "INFO starting write_key=wk_0123456789abcdef0123456789abcdef",
@@ -332,9 +332,10 @@ fn the_log_check_finds_secrets_addresses_and_payloads() {
         r#"DEBUG body {"traits":{"plan":"pro"}}"#,
         "DEBUG key wk_test_key",
     ];
+    let trait_value = format!("DEBUG merged value {TRAIT_MARKER} into the user");
 
     assert!(log_leaks(clean).is_empty());
-    for line in leaks {
+    for line in leaks.into_iter().chain([trait_value.as_str()]) {
         assert_eq!(log_leaks(line), vec![line.to_owned()], "{line}");
     }
 }

@@ -9,7 +9,8 @@ import { createHmac } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  launchBrowser, repoRoot, screenshot, startCollector, watchCspViolations, watchPageErrors,
+  TRAIT_MARKER, launchBrowser, repoRoot, screenshot, startCollector, watchCspViolations,
+  watchPageErrors,
 } from './harness.mjs';
 
 const DAY = 86_400_000;
@@ -34,7 +35,7 @@ function seedMessages() {
     const userId = `user-${String(i).padStart(2, '0')}`;
     messages.push({
       type: 'identify', userId, anonymousId: `anon-${i}`, messageId: `seed-identify-${i}`, timestamp,
-      traits: { plan: PLANS[i % 3], email: `${userId}@example.com`, seats: i },
+      traits: { plan: PLANS[i % 3], email: `${userId}@example.com`, seats: i, note: TRAIT_MARKER },
       context: { consent: { categoryPreferences: { analytics: true, surveys: i % 2 === 0 } } },
     });
     messages.push({

@@ -19,6 +19,9 @@ use sqlx::Connection as _;
 
 pub const WRITE_KEY: &str = "wk_test_key";
 pub const ADMIN_TOKEN: &str = "ebb_admin_test_token";
+/// A trait value the tests that send traits include, so that the log check catches a
+/// trait value logged on its own, without the `"traits"` key around it.
+pub const TRAIT_MARKER: &str = "trait-marker-7d2f91c4";
 
 /// The database of one test: SQLite in the data folder, or a PostgreSQL database of its own.
 pub struct TestDb {
@@ -408,8 +411,8 @@ pub async fn read(response: reqwest::Response) -> (u16, Value) {
 }
 
 /// What no log line may hold: the test's secrets, any generated secret (write keys, admin
-/// tokens and identity secrets are a prefix and 32 hex digits), e-mail addresses and
-/// message payloads. Every collector a test starts has its log checked for these when it
+/// tokens and identity secrets are a prefix and 32 hex digits), e-mail addresses, message
+/// payloads and the tests' trait value [`TRAIT_MARKER`]. Every collector a test starts has its log checked for these when it
 /// is dropped, so the whole test suite's logs are searched, on both backends.
 pub fn log_leaks(log: &str) -> Vec<String> {
     let mut leaks = Vec::new();
@@ -417,6 +420,7 @@ pub fn log_leaks(log: &str) -> Vec<String> {
         let fixed = [
             WRITE_KEY,
             ADMIN_TOKEN,
+            TRAIT_MARKER,
             "\"traits\"",
             "\"properties\"",
             "\"answers\"",
