@@ -34,8 +34,8 @@ pub enum Exit {
     NotFound = 3,
     /// The audit chain does not verify.
     Broken = 4,
-    /// Another process is doing the same work (a sweep of the environment, the segment
-    /// deletion's job); nothing was done, and trying again later may succeed.
+    /// Another process holds the work (a sweep of the environment, the segment
+    /// deletion's job), so this command left it alone; trying again later may succeed.
     Busy = 5,
 }
 
