@@ -34,6 +34,9 @@ pub enum Exit {
     NotFound = 3,
     /// The audit chain does not verify.
     Broken = 4,
+    /// Another process holds the work (a sweep of the environment, the segment
+    /// deletion's job), so this command left it alone; trying again later may succeed.
+    Busy = 5,
 }
 
 impl From<Exit> for ExitCode {
@@ -51,9 +54,10 @@ pub async fn run(config: Config, command: Command) -> Exit {
                 ApiError::UserNotFound | ApiError::EnvironmentNotFound(_) | ApiError::NotFound => {
                     (Exit::NotFound, failure.to_string())
                 }
-                ApiError::InvalidRequest(_) | ApiError::Conflict(_) => {
-                    (Exit::Usage, failure.to_string())
-                }
+                ApiError::InvalidRequest(_) => (Exit::Usage, failure.to_string()),
+                // The commands create and rename nothing, so a conflict is always work
+                // held elsewhere: a retry may succeed, which a usage error never does.
+                ApiError::Conflict(_) => (Exit::Busy, failure.to_string()),
                 other => (Exit::Failed, other.to_string()),
             };
             let _ = writeln!(std::io::stderr(), "ebb-collector: {message}");
@@ -210,7 +214,15 @@ async fn execute(config: &Config, command: Command) -> Result<Exit, ApiError> {
                     .retention_preview(&environment.id, &environment.retention, Utc::now())
                     .await?;
                 let bar = progress(due.would_delete, &format!("sweeping {}", environment.name));
-                let run = sweeper.sweep_now(&environment).await?;
+                let run = sweeper
+                    .sweep_now_reporting(&environment, |users| {
+                        // Users may have become due since the preview counted them.
+                        if bar.length().is_some_and(|length| users > length) {
+                            bar.set_length(users);
+                        }
+                        bar.set_position(users);
+                    })
+                    .await?;
                 bar.finish_and_clear();
                 match run {
                     Some(run) => runs.push(run),

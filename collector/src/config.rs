@@ -27,7 +27,8 @@ pub enum LogFormat {
     about = "Ebb's collector: consent-first user data in, on-schedule deletion out",
     after_help = "Without a command, serves the API, the demo site and the admin console.\n\
                   Exit codes of the commands: 0 done, 1 failed, 2 usage or confirmation \
-                  error, 3 not found, 4 audit chain broken."
+                  error, 3 not found, 4 audit chain broken, 5 busy: another process is \
+                  sweeping the environment or running the job (try again later)."
 )]
 pub struct Cli {
     /// Settings shared by the server and the commands.

@@ -6,7 +6,8 @@
 //! one database never sweep the same environment at once nor twice in a slot. A sweep
 //! deletes in chunks, one transaction each, with the same cascade and tombstones as
 //! deleting one user, so ingest keeps flowing between chunks; each sweep ends with one
-//! audit entry holding its totals.
+//! audit entry holding its totals, also a sweep that fails part-way: its entry records
+//! the chunks that committed before the failure, and the failure's error code.
 //!
 //! Ingest into the environment waits while a chunk's transaction runs (on SQLite every
 //! write does), so chunks are sized by time, not by a number of users: each is sized from
@@ -125,7 +126,10 @@ impl Sweeper {
         let mut runs = Vec::new();
         for environment in self.store.environments().await? {
             if environment.retention.is_set() {
-                if let Some(run) = self.sweep_with_lease(&environment, Some(slot)).await? {
+                if let Some(run) = self
+                    .sweep_with_lease(&environment, Some(slot), |_| {})
+                    .await?
+                {
                     runs.push(run);
                 }
             }
@@ -140,13 +144,28 @@ impl Sweeper {
     ///
     /// When the database fails.
     pub async fn sweep_now(&self, environment: &Environment) -> Result<Option<SweepRun>> {
-        self.sweep_with_lease(environment, None).await
+        self.sweep_with_lease(environment, None, |_| {}).await
+    }
+
+    /// Like [`Sweeper::sweep_now`], and tells `progress` how many users are deleted so far
+    /// after each chunk commits.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn sweep_now_reporting(
+        &self,
+        environment: &Environment,
+        progress: impl Fn(u64),
+    ) -> Result<Option<SweepRun>> {
+        self.sweep_with_lease(environment, None, progress).await
     }
 
     async fn sweep_with_lease(
         &self,
         environment: &Environment,
         slot: Option<DateTime<Utc>>,
+        progress: impl Fn(u64),
     ) -> Result<Option<SweepRun>> {
         let lease = format!("retention:{}", environment.id);
         // A lease is renewed by the owner holding it, so each sweep owns it under a name
@@ -162,7 +181,9 @@ impl Sweeper {
             return Ok(None);
         }
 
-        let outcome = self.sweep(environment, slot, &lease, &owner, until).await;
+        let outcome = self
+            .sweep(environment, slot, &lease, &owner, until, progress)
+            .await;
         let released = self.store.release_lease(&lease, &owner, slot).await;
 
         let run = outcome?;
@@ -170,6 +191,9 @@ impl Sweeper {
         Ok(Some(run))
     }
 
+    /// Sweeps `environment` under the lease already taken, and audits the run, also when
+    /// it fails part-way: its chunks commit one by one, so what they deleted is gone
+    /// whatever happens after, and the audit entry must say so.
     async fn sweep(
         &self,
         environment: &Environment,
@@ -177,14 +201,88 @@ impl Sweeper {
         lease: &str,
         owner: &str,
         until: impl Fn() -> DateTime<Utc>,
+        progress: impl Fn(u64),
     ) -> Result<SweepRun> {
+        let rule = environment.retention;
+        let mut tally = Tally::default();
+
+        let outcome = self
+            .delete_due(environment, &mut tally, lease, owner, until, progress)
+            .await;
+
+        // A failure is recorded by its error code alone: the message may quote the
+        // database, and an audit entry names no one.
+        let mut request = json!({ "rule": rule, "slot": slot, "status": "done" });
+        if let Err(error) = &outcome {
+            request["status"] = json!("failed");
+            request["error"] = json!(error.code());
+        }
+        let mut counts = serde_json::to_value(&tally.removed).unwrap_or_default();
+        if let Some(object) = counts.as_object_mut() {
+            object.insert("users".into(), json!(tally.users));
+        }
+        let audited = self
+            .store
+            .audit(
+                Some(&environment.id),
+                &Actor::system("retention"),
+                "retention_sweep",
+                request,
+                counts,
+            )
+            .await;
+
+        match (outcome, audited) {
+            (Ok(()), Ok(entry)) => {
+                tracing::info!(
+                    env.id = %environment.id,
+                    user.count = tally.users,
+                    "retention sweep done"
+                );
+                Ok(SweepRun {
+                    environment: environment.name.clone(),
+                    users: tally.users,
+                    removed: tally.removed,
+                    audit_entry: entry.seq,
+                    pauses: tally.pauses,
+                })
+            }
+            (Ok(()), Err(error)) => Err(error),
+            (Err(error), audited) => {
+                match audited {
+                    Ok(entry) => tracing::warn!(
+                        env.id = %environment.id,
+                        user.count = tally.users,
+                        audit.seq = entry.seq,
+                        "retention sweep failed part-way; what it deleted is audited"
+                    ),
+                    Err(audit_error) => tracing::error!(
+                        env.id = %environment.id,
+                        user.count = tally.users,
+                        error = %audit_error,
+                        "retention sweep failed part-way and could not be audited"
+                    ),
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Deletes the users the rule makes due, chunk by chunk, adding each committed chunk
+    /// to `tally`, until none is left or something fails.
+    async fn delete_due(
+        &self,
+        environment: &Environment,
+        tally: &mut Tally,
+        lease: &str,
+        owner: &str,
+        until: impl Fn() -> DateTime<Utc>,
+        progress: impl Fn(u64),
+    ) -> Result<()> {
         let now = Utc::now();
         let rule = environment.retention;
-        let mut users = 0;
-        let mut removed = Counts::new();
         let mut limit = FIRST_CHUNK_USERS;
         let mut renewed = Instant::now();
-        let mut pauses = 0;
         loop {
             let started = Instant::now();
             let ingested = self.ingest.as_ref().map(Writer::transactions);
@@ -192,19 +290,22 @@ impl Sweeper {
                 .store
                 .retention_chunk(&environment.id, &rule, now, limit, self.suppression_days)
                 .await?;
-            users += deleted;
+            tally.users += deleted;
             for (table, rows) in counts {
-                *removed.entry(table).or_default() += rows;
+                *tally.removed.entry(table).or_default() += rows;
+            }
+            if deleted > 0 {
+                progress(tally.users);
             }
             if deleted < limit as u64 {
-                break;
+                return Ok(());
             }
             let took = started.elapsed();
             limit = next_chunk(limit, took);
             let now_ingested = self.ingest.as_ref().map(Writer::transactions);
             if let Some(pause) = pause_after(took, ingested, now_ingested) {
                 tokio::time::sleep(pause).await;
-                pauses += 1;
+                tally.pauses += 1;
             }
             // Renewing is a write of its own; once per third of the lease is enough.
             if renewed.elapsed() > LEASE / 3 {
@@ -214,32 +315,15 @@ impl Sweeper {
                 renewed = Instant::now();
             }
         }
-
-        let request = json!({ "rule": rule, "slot": slot });
-        let mut counts = serde_json::to_value(&removed).unwrap_or_default();
-        if let Some(object) = counts.as_object_mut() {
-            object.insert("users".into(), json!(users));
-        }
-        let entry = self
-            .store
-            .audit(
-                Some(&environment.id),
-                &Actor::system("retention"),
-                "retention_sweep",
-                request,
-                counts,
-            )
-            .await?;
-
-        tracing::info!(env.id = %environment.id, user.count = users, "retention sweep done");
-        Ok(SweepRun {
-            environment: environment.name.clone(),
-            users,
-            removed,
-            audit_entry: entry.seq,
-            pauses,
-        })
     }
+}
+
+/// What a sweep has deleted so far: committed chunks only.
+#[derive(Debug, Default)]
+struct Tally {
+    users: u64,
+    removed: Counts,
+    pauses: u64,
 }
 
 /// How long a sweep pauses after a chunk that took `took`, given the count of ingest
@@ -269,14 +353,17 @@ mod tests {
     use super::*;
     use crate::store::{Accepted, EnvironmentChanges, RetentionRule, WriteBatch};
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_scheduled_sweep_and_one_on_request_in_one_collector_exclude_each_other() {
-        let folder = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", folder.path().join("ebb.db").display());
+    /// A SQLite store in `folder` with `users` users last seen 400 days ago, in an
+    /// environment whose rule deletes users inactive for 30 days.
+    async fn old_users_under_a_rule(
+        folder: &std::path::Path,
+        users: usize,
+    ) -> (Store, Environment) {
+        let url = format!("sqlite://{}", folder.join("ebb.db").display());
         let store = Store::open(&url).await.unwrap();
         let environment = store.create_environment("test", "wk", None).await.unwrap();
         let long_ago = Utc::now() - chrono::Duration::days(400);
-        let messages = (0..3)
+        let messages = (0..users)
             .map(|user| {
                 let mut message = Message::new(MessageType::Track);
                 message.user_id = Some(UserId::new(format!("old-{user}")));
@@ -306,6 +393,13 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        (store, environment)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_scheduled_sweep_and_one_on_request_in_one_collector_exclude_each_other() {
+        let folder = tempfile::tempdir().unwrap();
+        let (store, environment) = old_users_under_a_rule(folder.path(), 3).await;
         let sweeper = Sweeper::new(store, Duration::from_secs(3_600), 30);
 
         let (scheduled, on_request) =
@@ -318,6 +412,29 @@ mod tests {
             .collect();
         assert_eq!(runs.len(), 1, "both sweeps ran at once");
         assert_eq!(runs[0].users, 3);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_sweep_on_request_reports_the_users_deleted_after_each_chunk() {
+        let folder = tempfile::tempdir().unwrap();
+        let (store, environment) = old_users_under_a_rule(folder.path(), 50).await;
+        let sweeper = Sweeper::new(store, Duration::from_secs(3_600), 30);
+        let reports = std::cell::RefCell::new(Vec::new());
+
+        let run = sweeper
+            .sweep_now_reporting(&environment, |users| reports.borrow_mut().push(users))
+            .await
+            .unwrap()
+            .unwrap();
+
+        let reports = reports.into_inner();
+        assert_eq!(run.users, 50);
+        assert_eq!(reports.first(), Some(&(FIRST_CHUNK_USERS as u64)));
+        assert_eq!(reports.last(), Some(&50));
+        assert!(
+            reports.windows(2).all(|pair| pair[0] < pair[1]),
+            "{reports:?}"
+        );
     }
 
     #[test]

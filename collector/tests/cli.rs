@@ -56,6 +56,7 @@ async fn commands_do_the_lifecycle_operations_with_reliable_exit_codes() {
     let dir = temp.path();
 
     let exported = ebb(&url, dir, &["export", "--format", "ndjson", "cli-29"]);
+    let exported_json = ebb(&url, dir, &["export", "--format", "json", "cli-29"]);
     let deleted = ebb(&url, dir, &["delete-user", "cli-0"]);
     let missing = ebb(&url, dir, &["delete-user", "nobody"]);
     let segment = ebb(
@@ -84,6 +85,12 @@ async fn commands_do_the_lifecycle_operations_with_reliable_exit_codes() {
         serde_json::from_slice(exported.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(exported.status.code(), Some(0));
     assert_eq!(line["batch"][0]["userId"], "cli-29");
+    assert_eq!(exported_json.status.code(), Some(0));
+    let profile = stdout_json(&exported_json);
+    assert_eq!(profile["userId"], "cli-29");
+    assert_eq!(profile["traits"]["email"], "cli-29@cli.example");
+    assert_eq!(profile["events"][0]["event"], "Kept");
+    assert_eq!(profile["counts"]["events"], 1);
     assert_eq!(deleted.status.code(), Some(0));
     assert_eq!(stdout_json(&deleted)["removed"]["users"], 1);
     assert_eq!(missing.status.code(), Some(3));
@@ -107,8 +114,8 @@ async fn commands_do_the_lifecycle_operations_with_reliable_exit_codes() {
     let check = stdout_json(&verified);
     assert_eq!(check["valid"], true);
     assert_eq!(
-        check["entries"], 3,
-        "export, delete-user and delete-segment are audited"
+        check["entries"], 4,
+        "both exports, delete-user and delete-segment are audited"
     );
     assert_forgotten(&url, &["cli-0@", "cli-5@"]).await;
 
@@ -206,4 +213,107 @@ async fn a_command_runs_beside_a_busy_collector_on_the_same_database() {
     );
     assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
     assert_eq!(collector.user("cli-gone").await.0, 404);
+}
+
+/// A database a collector filled with `stale` users last seen 400 days ago and one active
+/// user, under a rule deleting users inactive for 30 days; the collector is stopped.
+/// Returns the database URL and the default environment's id.
+async fn stale_users_under_a_rule(
+    data_dir: &std::path::Path,
+    db: &TestDb,
+    stale: usize,
+) -> (String, String) {
+    let env = [
+        ("EBB_WRITE_KEY", WRITE_KEY),
+        ("EBB_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let mut collector = Collector::start_in(data_dir, db, &env);
+    let long_ago = (chrono::Utc::now() - chrono::Duration::days(400)).to_rfc3339();
+    let mut batch: Vec<Value> = (0..stale)
+        .map(|n| {
+            json!({"type": "identify", "userId": format!("stale-{n}"), "timestamp": long_ago,
+                        "traits": {"email": format!("stale-{n}@cli.example")}})
+        })
+        .collect();
+    batch.push(json!({"type": "identify", "userId": "active", "traits": {"plan": "pro"}}));
+    let (status, reply) = collector.post("/v1/batch", &json!({"batch": batch})).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, rule) = collector
+        .admin(
+            "PUT",
+            "/admin/v1/environments/default/retention",
+            Some(json!({"days": 30})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rule}");
+    let (_, environment) = collector
+        .admin("GET", "/admin/v1/environments/default", None)
+        .await;
+    let url = collector.database_url.clone();
+    collector.kill();
+    (url, environment["id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn sweep_now_deletes_the_users_the_rule_makes_due_and_audits_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let (url, _) = stale_users_under_a_rule(temp.path(), &db, 45).await;
+    let dir = temp.path();
+
+    let swept = ebb(&url, dir, &["sweep-now"]);
+    let verified = ebb(&url, dir, &["audit-verify"]);
+    let stale = ebb(&url, dir, &["export", "stale-7"]);
+    let active = ebb(&url, dir, &["export", "active"]);
+
+    assert_eq!(
+        swept.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&swept.stderr)
+    );
+    let runs = stdout_json(&swept);
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["environment"], "default");
+    assert_eq!(runs[0]["users"], 45);
+    assert_eq!(runs[0]["removed"]["users"], 45);
+    assert_eq!(runs[0]["removed"]["identities"], 45);
+    let check = stdout_json(&verified);
+    assert_eq!(check["valid"], true);
+    assert_eq!(
+        check["entries"], runs[0]["auditEntry"],
+        "the sweep's audit entry is the newest"
+    );
+    assert_eq!(stale.status.code(), Some(3), "the stale user is gone");
+    assert_eq!(active.status.code(), Some(0), "the active user stays");
+    assert_forgotten(&url, &["stale-7", "stale-44@"]).await;
+}
+
+#[tokio::test]
+async fn sweep_now_exits_5_and_deletes_nothing_while_a_sweep_runs_elsewhere() {
+    let temp = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let (url, environment_id) = stale_users_under_a_rule(temp.path(), &db, 3).await;
+    let dir = temp.path();
+    // Another collector's sweep of the environment holds its lease.
+    common::execute(
+        &url,
+        &format!(
+            "INSERT INTO leases (name, owner, expires_at) \
+             VALUES ('retention:{environment_id}', 'collector:elsewhere', '2999-01-01T00:00:00+00:00')"
+        ),
+    )
+    .await;
+
+    let busy = ebb(&url, dir, &["sweep-now", "--environment", "default"]);
+    let stale = ebb(&url, dir, &["export", "stale-0"]);
+
+    assert_eq!(busy.status.code(), Some(5));
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("running elsewhere"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    assert!(busy.stdout.is_empty(), "no result is printed");
+    assert_eq!(stale.status.code(), Some(0), "nothing was deleted");
 }

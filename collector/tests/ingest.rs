@@ -4,7 +4,7 @@ mod common;
 
 use std::io::Write as _;
 
-use common::{Collector, ADMIN_TOKEN, WRITE_KEY};
+use common::{Collector, ADMIN_TOKEN, TRAIT_MARKER, WRITE_KEY};
 use serde_json::json;
 
 #[tokio::test]
@@ -15,8 +15,8 @@ async fn a_batch_stores_the_user_traits_and_events() {
         .post(
             "/v1/batch",
             &json!({"batch": [
-                {"type": "identify", "userId": "ada", "traits": {"email": "ada@example.com"},
-                 "messageId": "m-1"},
+                {"type": "identify", "userId": "ada",
+                 "traits": {"email": "ada@example.com", "note": TRAIT_MARKER}, "messageId": "m-1"},
                 {"type": "track", "userId": "ada", "event": "Signed Up",
                  "properties": {"plan": "pro"}, "messageId": "m-2"},
                 {"type": "page", "userId": "ada", "name": "Pricing", "messageId": "m-3"}
@@ -28,7 +28,10 @@ async fn a_batch_stores_the_user_traits_and_events() {
     assert_eq!((status, body), (200, json!({"success": true})));
     assert_eq!(user_status, 200);
     assert_eq!(user["userId"], "ada");
-    assert_eq!(user["traits"], json!({"email": "ada@example.com"}));
+    assert_eq!(
+        user["traits"],
+        json!({"email": "ada@example.com", "note": TRAIT_MARKER})
+    );
     let events = user["events"].as_array().unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["event"], "Signed Up");
@@ -43,14 +46,17 @@ async fn traits_merge_across_identifies() {
 
     for traits in [
         json!({"plan": "free", "name": "Ada"}),
-        json!({"plan": "pro"}),
+        json!({"plan": "pro", "note": TRAIT_MARKER}),
     ] {
         let message = json!({"userId": "ada", "traits": traits});
         assert_eq!(collector.post("/v1/identify", &message).await.0, 200);
     }
     let (_, user) = collector.user("ada").await;
 
-    assert_eq!(user["traits"], json!({"plan": "pro", "name": "Ada"}));
+    assert_eq!(
+        user["traits"],
+        json!({"plan": "pro", "name": "Ada", "note": TRAIT_MARKER})
+    );
 }
 
 #[tokio::test]
@@ -380,4 +386,47 @@ async fn an_unknown_user_is_404() {
 
     assert_eq!(status, 404);
     assert_eq!(body["error"], "user_not_found");
+}
+
+#[tokio::test]
+async fn a_profile_counts_the_users_events_responses_and_consent_records() {
+    let collector = Collector::start();
+    let consent =
+        |analytics: bool| json!({"consent": {"categoryPreferences": {"analytics": analytics}}});
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "ada", "event": "One", "context": consent(true)},
+        {"type": "page", "userId": "ada", "name": "Two"},
+        {"type": "track", "userId": "ada", "event": "Three", "context": consent(false)},
+        {"type": "response", "userId": "ada", "surveyId": "nps", "answers": {"score": 9}},
+        {"type": "response", "userId": "ada", "surveyId": "csat", "answers": {"score": 4}},
+        {"type": "track", "userId": "bob", "event": "Someone else's"}
+    ]});
+    collector.post("/v1/batch", &batch).await;
+
+    let (status, ada) = collector.user("ada").await;
+
+    assert_eq!(status, 200, "{ada}");
+    assert_eq!(
+        ada["counts"],
+        json!({"events": 3, "responses": 2, "consentRecords": 2})
+    );
+    assert_eq!(ada["events"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn past_the_events_a_profile_lists_its_count_still_covers_every_event() {
+    const EVENTS: usize = 1_001;
+    let collector = Collector::start();
+    let events: Vec<_> = (0..EVENTS)
+        .map(|n| json!({"type": "track", "userId": "busy", "event": "Tick", "messageId": format!("tick-{n}")}))
+        .collect();
+    for chunk in events.chunks(500) {
+        let (status, reply) = collector.post("/v1/batch", &json!({"batch": chunk})).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+
+    let (_, profile) = collector.user("busy").await;
+
+    assert_eq!(profile["events"].as_array().unwrap().len(), 1_000);
+    assert_eq!(profile["counts"]["events"], EVENTS);
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_forgotten, assert_stored, Collector, ADMIN_TOKEN};
+use common::{assert_forgotten, assert_stored, Collector, ADMIN_TOKEN, TRAIT_MARKER};
 use serde_json::{json, Value};
 
 /// A user with a distinctive id, anonymous id and traits, and records of every kind.
@@ -19,7 +19,8 @@ async fn populate(collector: &Collector, user: &str) -> [String; 4] {
         {"type": "track", "anonymousId": visitor, "event": "Browsed", "messageId": format!("{user}-m1"),
          "context": {"consent": {"categoryPreferences": {"analytics": true}}}},
         {"type": "identify", "userId": user, "anonymousId": visitor,
-         "traits": {"email": email, "company": company}, "messageId": format!("{user}-m2")},
+         "traits": {"email": email, "company": company, "note": TRAIT_MARKER},
+         "messageId": format!("{user}-m2")},
         {"type": "page", "userId": user, "name": "Pricing", "properties": {"ref": company},
          "messageId": format!("{user}-m3")},
         {"type": "response", "userId": user, "surveyId": "nps", "answers": {"why": email},
@@ -95,6 +96,67 @@ async fn a_deleted_user_is_not_recreated_by_a_late_batch() {
         "{metrics}"
     );
     assert_forgotten(&collector.database_url, &["ada-7f3e"]).await;
+}
+
+/// How long each stored tombstone lasts, in whole days (expiry minus creation).
+async fn tombstone_days(database_url: &str) -> Vec<i64> {
+    let query = if database_url.starts_with("postgres") {
+        "SELECT ROUND(EXTRACT(EPOCH FROM expires_at - created_at) / 86400)::bigint \
+         FROM suppressions"
+    } else {
+        "SELECT CAST(ROUND(julianday(expires_at) - julianday(created_at)) AS INTEGER) \
+         FROM suppressions"
+    };
+    common::fetch_integers(database_url, query).await
+}
+
+#[tokio::test]
+async fn tombstones_last_the_configured_days_thirty_by_default() {
+    let default = Collector::start();
+    let configured = Collector::start_with(&[("EBB_SUPPRESSION_DAYS", "7")]);
+    for collector in [&default, &configured] {
+        populate(collector, "ada-7f3e").await;
+        let (status, _) = collector
+            .admin("DELETE", "/admin/v1/users/ada-7f3e", None)
+            .await;
+        assert_eq!(status, 200);
+    }
+
+    let by_default = tombstone_days(&default.database_url).await;
+    let as_configured = tombstone_days(&configured.database_url).await;
+
+    assert_eq!(by_default, [30, 30], "one tombstone per id");
+    assert_eq!(as_configured, [7, 7]);
+}
+
+#[tokio::test]
+async fn a_late_batch_is_stored_again_once_the_tombstone_expired() {
+    let collector = Collector::start();
+    populate(&collector, "ada-7f3e").await;
+    collector
+        .admin("DELETE", "/admin/v1/users/ada-7f3e", None)
+        .await;
+    // The batch a browser kept queued, with its original message id.
+    let late = json!({"batch": [{"type": "page", "userId": "ada-7f3e", "name": "Pricing",
+                                 "messageId": "ada-7f3e-m3"}]});
+
+    collector.post("/v1/batch", &late).await;
+    let (while_suppressed, _) = collector.user("ada-7f3e").await;
+    common::execute(
+        &collector.database_url,
+        "UPDATE suppressions SET expires_at = created_at",
+    )
+    .await;
+    let (status, _) = collector.post("/v1/batch", &late).await;
+    let (after_expiry, user) = collector.user("ada-7f3e").await;
+
+    assert_eq!(while_suppressed, 404, "the tombstone held while it lasted");
+    assert_eq!(status, 200);
+    assert_eq!(
+        after_expiry, 200,
+        "the expired tombstone no longer suppresses"
+    );
+    assert_eq!(user["events"][0]["messageId"], "ada-7f3e-m3");
 }
 
 #[tokio::test]
@@ -344,6 +406,15 @@ async fn an_export_imported_into_a_fresh_environment_gives_the_same_user() {
         "timestamp": "2024-03-01T10:00:00.123456Z"}),
         )
         .await;
+    // The latest activity, consent and privacy signal come from an identify, which the
+    // export carries as no event.
+    collector
+        .post(
+            "/v1/identify",
+            &json!({"userId": "ada-7f3e", "context": {"gpc": true,
+                    "consent": {"categoryPreferences": {"analytics": false}}}}),
+        )
+        .await;
     let (_, staging) = collector
         .admin(
             "POST",
@@ -381,7 +452,29 @@ async fn an_export_imported_into_a_fresh_environment_gives_the_same_user() {
     assert_eq!(imported["userId"], original["userId"]);
     assert_eq!(imported["anonymousIds"], original["anonymousIds"]);
     assert_eq!(imported["traits"], original["traits"]);
+    assert_eq!(original["consent"], json!({"analytics": false}));
     assert_eq!(imported["consent"], original["consent"]);
+    assert_eq!(original["gpc"], true);
+    assert_eq!(imported["gpc"], original["gpc"]);
+    assert_eq!(imported["firstSeen"], original["firstSeen"]);
+    assert_eq!(imported["lastSeen"], original["lastSeen"]);
+    assert_eq!(imported["counts"]["events"], original["counts"]["events"]);
+    assert_eq!(
+        imported["counts"]["responses"],
+        original["counts"]["responses"]
+    );
+    let latest = |profile: &Value| {
+        profile["consentHistory"]
+            .as_array()
+            .unwrap()
+            .last()
+            .cloned()
+    };
+    assert_eq!(
+        latest(&imported).map(|record| record["preferences"].clone()),
+        latest(&original).map(|record| record["preferences"].clone()),
+        "the history ends in the same state (the changes before it need not survive)"
+    );
     assert_eq!(
         comparable(&imported["events"]),
         comparable(&original["events"])

@@ -121,6 +121,93 @@ async fn a_sweep_deletes_the_inactive_users_completely_and_is_audited() {
     assert_forgotten(&collector.database_url, &["old-4d1", "silent-4d2"]).await;
 }
 
+/// Makes deleting a user fail once 30 or fewer remain in the database, by a trigger:
+/// rows deleted earlier in the same statement are gone for it, so a sweep's first chunk
+/// (20 users of 50) commits and its second fails at once.
+async fn fail_deletions_below_31_users(database_url: &str) {
+    if database_url.starts_with("postgres") {
+        common::execute(
+            database_url,
+            "CREATE FUNCTION refuse_deletion() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF (SELECT COUNT(*) FROM users) <= 30 THEN \
+               RAISE EXCEPTION 'deletion refused by the test'; END IF; RETURN OLD; END $$",
+        )
+        .await;
+        common::execute(
+            database_url,
+            "CREATE TRIGGER refuse_deletion BEFORE DELETE ON users \
+             FOR EACH ROW EXECUTE FUNCTION refuse_deletion()",
+        )
+        .await;
+    } else {
+        common::execute(
+            database_url,
+            "CREATE TRIGGER refuse_deletion BEFORE DELETE ON users \
+             WHEN (SELECT COUNT(*) FROM users) <= 30 \
+             BEGIN SELECT RAISE(ABORT, 'deletion refused by the test'); END",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_sweep_that_fails_part_way_audits_the_chunks_it_committed() {
+    let collector = Collector::start();
+    old_users(&collector, "doomed", 50).await;
+    collector
+        .admin(
+            "PUT",
+            "/admin/v1/environments/default/retention",
+            Some(json!({"days": 365})),
+        )
+        .await;
+    fail_deletions_below_31_users(&collector.database_url).await;
+    let sweep = || {
+        collector.admin(
+            "POST",
+            "/admin/v1/environments/default/retention/sweep",
+            None,
+        )
+    };
+
+    let (failed, _) = sweep().await;
+    let (_, entries) = collector.admin("GET", "/admin/v1/audit", None).await;
+    let (_, left) = collector
+        .admin("GET", "/admin/v1/environments/default/retention", None)
+        .await;
+    let drop_trigger = if collector.database_url.starts_with("postgres") {
+        "DROP TRIGGER refuse_deletion ON users"
+    } else {
+        "DROP TRIGGER refuse_deletion"
+    };
+    common::execute(&collector.database_url, drop_trigger).await;
+    let (finished, run) = sweep().await;
+    let (_, after) = collector.admin("GET", "/admin/v1/audit", None).await;
+
+    assert_eq!(failed, 500);
+    let audited = &entries[0];
+    assert_eq!(audited["action"], "retention_sweep");
+    assert_eq!(audited["request"]["status"], "failed");
+    assert_eq!(audited["request"]["error"], "internal_error");
+    assert_eq!(
+        audited["counts"]["users"], 20,
+        "the first chunk committed: {audited}"
+    );
+    assert_eq!(audited["counts"]["identities"], 20);
+    assert!(
+        !audited.to_string().contains("refused"),
+        "only the error's code is recorded: {audited}"
+    );
+    assert_eq!(left["preview"]["wouldDelete"], 30);
+    assert_eq!(
+        (finished, run["users"].clone()),
+        (200, json!(30)),
+        "the rest go next time"
+    );
+    assert_eq!(after[0]["request"]["status"], "done");
+    assert_eq!(after[0]["counts"]["users"], 30);
+}
+
 /// Posts `count` users last seen 400 days ago, named `prefix-n`.
 async fn old_users(collector: &Collector, prefix: &str, count: usize) {
     let when = (Utc::now() - chrono::Duration::days(400)).to_rfc3339();

@@ -1,7 +1,8 @@
 //! Several collectors on one PostgreSQL database: messages sent to both are stored once,
 //! a new user arriving at both at once becomes one user, a deletion through one is
 //! suppressed on the other at once, and a segment deletion outlives the collector that
-//! started it. These tests always use PostgreSQL, so the test command runs them once, in
+//! started it; and the schema, read from the catalog, can be sharded by environment.
+//! These tests always use PostgreSQL, so the test command runs them once, in
 //! its PostgreSQL pass (`--include-ignored`).
 
 #![allow(clippy::unwrap_used)]
@@ -196,17 +197,40 @@ async fn a_segment_deletion_survives_the_collector_that_ran_it_being_killed() {
     assert_eq!(audits, 1);
 }
 
-#[tokio::test]
-#[ignore = "PostgreSQL only: scripts/test.sh runs it in its PostgreSQL pass"]
-async fn every_key_and_unique_constraint_of_user_data_starts_with_the_environment() {
-    use sqlx::Connection as _;
-    let db = TestDb::postgres();
-    let collector = Collector::start_in(tempfile::tempdir().unwrap().path(), &db, &[]);
-    let mut connection = sqlx::PgConnection::connect(&collector.database_url)
-        .await
-        .unwrap();
+/// The tables Citus would replicate to every node rather than shard by environment:
+/// instance-wide settings and credentials, leases, and the audit chain, which spans
+/// environments and names users only by keyed hashes. None of them may hold a user's
+/// id, which [`citus_problems`] checks by column name, so that user data cannot slip into
+/// one unnoticed.
+const REFERENCE_TABLES: [&str; 6] = [
+    "environments",
+    "write_keys",
+    "admin_tokens",
+    "instance_settings",
+    "audit_entries",
+    "leases",
+];
 
-    // Each primary key or unique index with its first column, from the catalog.
+/// Columns that name a user: none may be in a reference table.
+const USER_ID_COLUMNS: [&str; 3] = ["user_key", "user_id", "anonymous_id"];
+
+/// What keeps the schema in the database from being sharded by environment, read from
+/// the catalog: every user-data table needs a key; each of its keys and unique indexes
+/// must start with `environment_id`; a foreign key between user-data tables must start
+/// with `environment_id` on both sides; no reference table may point into user data or
+/// hold a column naming a user. Also returns how many keys of user data were checked.
+async fn citus_problems(connection: &mut sqlx::PgConnection) -> (Vec<String>, usize) {
+    let mut problems = Vec::new();
+    let is_reference = |table: &str| REFERENCE_TABLES.contains(&table);
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' \
+           AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .unwrap();
+    // Each primary key or unique index with its first column.
     let keys: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT t.relname::text, i.relname::text, a.attname::text \
          FROM pg_index x \
@@ -217,32 +241,141 @@ async fn every_key_and_unique_constraint_of_user_data_starts_with_the_environmen
          WHERE n.nspname = 'public' AND (x.indisprimary OR x.indisunique) \
            AND t.relname <> '_sqlx_migrations'",
     )
-    .fetch_all(&mut connection)
+    .fetch_all(&mut *connection)
     .await
     .unwrap();
-    let reference_tables = [
-        "environments",
-        "write_keys",
-        "admin_tokens",
-        "instance_settings",
-        "audit_entries",
-        "leases",
-    ];
+    // Each foreign key: its table and first column, and those it references.
+    let foreign_keys: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT c.conname::text, t.relname::text, a.attname::text, \
+                r.relname::text, ra.attname::text \
+         FROM pg_constraint c \
+         JOIN pg_class t ON t.oid = c.conrelid \
+         JOIN pg_class r ON r.oid = c.confrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] \
+         JOIN pg_attribute ra ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1] \
+         WHERE c.contype = 'f' AND n.nspname = 'public'",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .unwrap();
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns \
+         WHERE table_schema = 'public'",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .unwrap();
 
-    let user_data: Vec<_> = keys
-        .iter()
-        .filter(|(table, _, _)| !reference_tables.contains(&table.as_str()))
-        .collect();
-    assert!(
-        user_data.len() >= 8,
-        "the catalog names too few keys: {keys:?}"
-    );
-    for (table, index, first) in user_data {
-        assert_eq!(
-            first, "environment_id",
-            "{table}: {index} does not start with environment_id"
-        );
+    for reference in REFERENCE_TABLES {
+        if !tables.iter().any(|table| table == reference) {
+            problems.push(format!("the reference table {reference} does not exist"));
+        }
     }
+    for table in tables.iter().filter(|table| !is_reference(table)) {
+        if !keys.iter().any(|(keyed, _, _)| keyed == table) {
+            problems.push(format!("{table} has no primary key or unique index"));
+        }
+    }
+    let user_keys: Vec<_> = keys
+        .iter()
+        .filter(|(table, _, _)| !is_reference(table))
+        .collect();
+    for (table, index, first) in &user_keys {
+        if first != "environment_id" {
+            problems.push(format!(
+                "{table}: {index} does not start with environment_id"
+            ));
+        }
+    }
+    for (name, table, first, referenced, referenced_first) in &foreign_keys {
+        match (is_reference(table), is_reference(referenced)) {
+            // Shards may point at a table every node holds; not the other way round.
+            (false, true) | (true, true) => {}
+            (true, false) => problems.push(format!(
+                "{table}: {name} points from a reference table into user data ({referenced})"
+            )),
+            (false, false) => {
+                if first != "environment_id" || referenced_first != "environment_id" {
+                    problems.push(format!(
+                        "{table}: {name} ({first}, …) → {referenced} ({referenced_first}, …) \
+                         does not start with environment_id on both sides"
+                    ));
+                }
+            }
+        }
+    }
+    for (table, column) in &columns {
+        if is_reference(table) && USER_ID_COLUMNS.contains(&column.as_str()) {
+            problems.push(format!("the reference table {table} has a column {column}"));
+        }
+    }
+    (problems, user_keys.len())
+}
+
+#[tokio::test]
+#[ignore = "PostgreSQL only: scripts/test.sh runs it in its PostgreSQL pass"]
+async fn the_schema_can_be_sharded_by_environment() {
+    use sqlx::Connection as _;
+    let db = TestDb::postgres();
+    let collector = Collector::start_in(tempfile::tempdir().unwrap().path(), &db, &[]);
+    let mut connection = sqlx::PgConnection::connect(&collector.database_url)
+        .await
+        .unwrap();
+
+    let (problems, user_keys) = citus_problems(&mut connection).await;
+
+    assert!(
+        user_keys >= 8,
+        "the catalog names too few keys: {user_keys}"
+    );
+    assert!(
+        problems.is_empty(),
+        "not shardable by environment: {problems:#?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "PostgreSQL only: scripts/test.sh runs it in its PostgreSQL pass"]
+async fn the_shardability_check_catches_keyless_tables_foreign_keys_and_user_ids_in_reference_tables(
+) {
+    use sqlx::Connection as _;
+    let db = TestDb::postgres();
+    let collector = Collector::start_in(tempfile::tempdir().unwrap().path(), &db, &[]);
+    let mut connection = sqlx::PgConnection::connect(&collector.database_url)
+        .await
+        .unwrap();
+    let breaking = [
+        "CREATE TABLE notes (environment_id TEXT NOT NULL, user_key TEXT NOT NULL, body TEXT)",
+        "CREATE TABLE visits (environment_id TEXT NOT NULL, id TEXT NOT NULL, \
+           user_key TEXT NOT NULL, PRIMARY KEY (environment_id, id), \
+           CONSTRAINT visits_user FOREIGN KEY (user_key, environment_id) \
+             REFERENCES users (id, environment_id))",
+        "ALTER TABLE leases ADD COLUMN environment_id TEXT, ADD COLUMN user_key TEXT, \
+           ADD CONSTRAINT leases_user FOREIGN KEY (environment_id, user_key) \
+             REFERENCES users (environment_id, id)",
+    ];
+    for statement in breaking {
+        sqlx::query(statement)
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
+
+    let (problems, _) = citus_problems(&mut connection).await;
+
+    let found = |part: &str| problems.iter().any(|problem| problem.contains(part));
+    assert!(found("notes has no primary key"), "{problems:#?}");
+    assert!(found("visits: visits_user"), "{problems:#?}");
+    assert!(
+        found("leases: leases_user points from a reference table"),
+        "{problems:#?}"
+    );
+    assert!(
+        found("reference table leases has a column user_key"),
+        "{problems:#?}"
+    );
+    assert_eq!(problems.len(), 4, "nothing else: {problems:#?}");
 }
 
 // A collector looks its group's message ids up before storing the messages and writes

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{execute, log_leaks, Collector, ADMIN_TOKEN, WRITE_KEY};
+use common::{execute, log_leaks, Collector, ADMIN_TOKEN, TRAIT_MARKER, WRITE_KEY};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -131,6 +131,37 @@ async fn a_write_key_is_looked_up_by_its_hash_alone() {
     assert_eq!(other_key, 200, "another environment's key is untouched");
     assert_eq!(collector.user("by-hash").await.0, 200);
     assert_eq!(collector.user("after").await.0, 404);
+}
+
+/// Admin tokens, the one from `EBB_ADMIN_TOKEN` and one made through the API, are stored
+/// only as their SHA-256: no column of any table holds either token. (Write keys are kept
+/// as they are on purpose, to be shown to operators again; see the schema.)
+#[tokio::test]
+async fn admin_tokens_are_stored_only_as_hashes() {
+    let collector = Collector::start();
+    let (status, created) = collector
+        .admin("POST", "/admin/v1/tokens", Some(json!({"label": "ops"})))
+        .await;
+    let made = created["token"].as_str().unwrap().to_owned();
+    let (works, _) = collector.admin_get("/admin/v1/tokens", &made).await;
+
+    let stored = common::every_stored_value(&collector.database_url).await;
+
+    assert_eq!((status, works), (201, 200), "{created}");
+    for token in [ADMIN_TOKEN, made.as_str()] {
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        let found: Vec<_> = stored
+            .iter()
+            .filter(|(_, _, value)| value.contains(token))
+            .collect();
+        assert!(found.is_empty(), "a token is stored as it is: {found:#?}");
+        assert!(
+            stored
+                .iter()
+                .any(|(table, _, value)| table == "admin_tokens" && *value == hash),
+            "the token's hash is stored"
+        );
+    }
 }
 
 #[tokio::test]
@@ -291,7 +322,7 @@ async fn every_route_with_a_body_refuses_one_over_its_limit() {
 }
 
 #[test]
-fn the_log_check_finds_secrets_addresses_and_payloads() {
+fn the_log_check_finds_secrets_addresses_payloads_and_trait_values() {
     let clean = "2026-12-04T01:00:00Z INFO ebb_collector: user deleted env.id=3f2c audit.seq=4";
     let leaks = [
         "INFO starting write_key=wk_0123456789abcdef0123456789abcdef",
@@ -301,9 +332,10 @@ fn the_log_check_finds_secrets_addresses_and_payloads() {
         r#"DEBUG body {"traits":{"plan":"pro"}}"#,
         "DEBUG key wk_test_key",
     ];
+    let trait_value = format!("DEBUG merged value {TRAIT_MARKER} into the user");
 
     assert!(log_leaks(clean).is_empty());
-    for line in leaks {
+    for line in leaks.into_iter().chain([trait_value.as_str()]) {
         assert_eq!(log_leaks(line), vec![line.to_owned()], "{line}");
     }
 }

@@ -9,7 +9,8 @@ import { createHmac } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  launchBrowser, repoRoot, screenshot, startCollector, watchCspViolations, watchPageErrors,
+  TRAIT_MARKER, launchBrowser, repoRoot, screenshot, startCollector, watchCspViolations,
+  watchPageErrors,
 } from './harness.mjs';
 
 const DAY = 86_400_000;
@@ -34,7 +35,7 @@ function seedMessages() {
     const userId = `user-${String(i).padStart(2, '0')}`;
     messages.push({
       type: 'identify', userId, anonymousId: `anon-${i}`, messageId: `seed-identify-${i}`, timestamp,
-      traits: { plan: PLANS[i % 3], email: `${userId}@example.com`, seats: i },
+      traits: { plan: PLANS[i % 3], email: `${userId}@example.com`, seats: i, note: TRAIT_MARKER },
       context: { consent: { categoryPreferences: { analytics: true, surveys: i % 2 === 0 } } },
     });
     messages.push({
@@ -202,6 +203,7 @@ test('segments: a filter shows the matching count, pages of users and a user', a
   await page.click('#users a:text-is("user-00")');
   await page.locator('#user-title').waitFor();
   const title = await page.textContent('#user-title');
+  const counts = await page.textContent('#user-counts');
   const traits = await page.locator('#traits tbody tr').allTextContents();
   const events = await page.locator('#events li').allTextContents();
   const responses = await page.locator('#responses tbody tr').allTextContents();
@@ -220,6 +222,8 @@ test('segments: a filter shows the matching count, pages of users and a user', a
   assert.equal(proRows.length, pro);
   assert.ok(proRows.every((row) => row.includes('plan: pro')));
   assert.equal(title, 'user-00');
+  assert.deepEqual([ada.counts.events, ada.counts.responses], [1, 1]);
+  assert.equal(counts, '1 event, 1 response');
   assert.equal(traits.length, Object.keys(ada.traits).length);
   assert.ok(traits.some((row) => row.includes('user-00@example.com')));
   assert.equal(events.length, ada.events.length);
@@ -465,6 +469,7 @@ test('values a user sent are shown as text and run nothing', async () => {
   await page.click('#users a.user-link');
   await page.locator('#user-title').waitFor();
   const title = await page.textContent('#user-title');
+  const counts = await page.textContent('#user-counts');
   const trait = await page.locator('#traits tbody tr').filter({ hasText: XSS.key }).textContent();
   const event = await page.locator('#events .event-name').first().textContent();
   const anonymous = await page.locator('.ids code').allTextContents();

@@ -38,7 +38,8 @@ export async function renderUser(view, ctx, id) {
       h('div', {},
         h('h1', { id: 'user-title' }, user.userId ?? user.anonymousIds[0] ?? id),
         h('p', { class: 'muted' }, 'First seen ', time(user.firstSeen), ' · last seen ',
-          time(user.lastSeen))),
+          time(user.lastSeen), ' · ', h('span', { id: 'user-counts' },
+            `${plural(user.counts.events, 'event')}, ${plural(user.counts.responses, 'response')}`))),
       h('div', { class: 'actions' }, exportButton, deleteButton)),
     messages,
     h('div', { class: 'grid' }, idsCard(user), traitsCard(user)),
@@ -108,7 +109,11 @@ function eventsCard(user) {
       on: { click: (e) => { draw(true); e.target.remove(); } },
     }, `Show all ${events.length}`)
     : null;
-  return card(`Events (${events.length.toLocaleString()}, newest first)`,
+  // The profile lists at most the latest 1,000 events; the count covers all of them.
+  const shown = user.counts.events > events.length
+    ? `the latest ${events.length.toLocaleString()} of ${user.counts.events.toLocaleString()}`
+    : events.length.toLocaleString();
+  return card(`Events (${shown}, newest first)`,
     events.length ? [list, more] : empty('No events.'));
 }
 
@@ -152,9 +157,9 @@ async function deleteUser(view, ctx, id, user, back, messages) {
       h('ul', { class: 'will-go' },
         h('li', {}, `their ${plural(ids.length, 'id')}: `, ids.map((value, i) => [i ? ', ' : '', h('code', {}, value)])),
         h('li', {}, `${plural(Object.keys(user.traits ?? {}).length, 'trait')}`),
-        h('li', {}, `${plural(user.events.length, 'event')}`),
-        h('li', {}, `${plural(user.responses.length, 'survey response')}`),
-        h('li', {}, `${plural(user.consentHistory.length, 'consent record')}`)),
+        h('li', {}, `${plural(user.counts.events, 'event')}`),
+        h('li', {}, `${plural(user.counts.responses, 'survey response')}`),
+        h('li', {}, `${plural(user.counts.consentRecords, 'consent record')}`)),
       h('p', {}, 'Their ids are kept only as keyed hashes for a while, so that batches still ' +
         'waiting in browsers cannot bring them back. An audit entry records the counts, ' +
         'not the ids.'),

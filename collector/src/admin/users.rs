@@ -29,7 +29,8 @@ pub fn routes(config: &mut ServiceConfig) {
 }
 
 /// One user: ids, traits, consent and its history, first and last seen, the latest 1,000
-/// events and the survey responses.
+/// events, the survey responses, and how many events, responses and consent records are
+/// stored (counted, so past 1,000 events the count exceeds the events listed).
 #[utoipa::path(
     tag = "admin",
     security(("adminToken" = [])),
@@ -223,7 +224,12 @@ async fn lift_suppression(
 
 /// The user's records as Segment messages, one batch per line: an `identify` per id the
 /// user had (so that an import joins them again), then every event and response with its
-/// original message id and time.
+/// original message id and time, then an `identify` at the last activity with the latest
+/// consent and GPC signal.
+///
+/// An import gives the same ids, traits, first and last seen, latest consent and GPC
+/// signal, events and responses. It cannot give the consent history: only the changes
+/// that events' contexts carry are recorded again, with the latest state last.
 pub fn to_batches(profile: &UserProfile) -> String {
     let mut messages = Vec::new();
     let mut ids = Map::new();
@@ -239,12 +245,6 @@ pub fn to_batches(profile: &UserProfile) -> String {
     identify.insert("type".into(), json!("identify"));
     identify.insert("traits".into(), profile.traits.clone());
     identify.insert("timestamp".into(), json!(profile.first_seen));
-    if let Some(consent) = &profile.consent {
-        identify.insert(
-            "context".into(),
-            json!({ "consent": { "categoryPreferences": consent } }),
-        );
-    }
     messages.push(Value::Object(identify));
     for anonymous_id in &profile.anonymous_ids {
         let mut link = ids.clone();
@@ -288,6 +288,22 @@ pub fn to_batches(profile: &UserProfile) -> String {
         message.insert("answers".into(), response.answers.clone());
         messages.push(Value::Object(message));
     }
+
+    // Last, so that neither an event's context nor an earlier time overrides the latest
+    // privacy choices; at the last activity, so that last seen is the original's too
+    // when that activity was an identify, which is not exported as an event.
+    let mut closing = ids;
+    closing.insert("type".into(), json!("identify"));
+    closing.insert("timestamp".into(), json!(profile.last_seen));
+    let mut context = Map::new();
+    if let Some(consent) = &profile.consent {
+        context.insert("consent".into(), json!({ "categoryPreferences": consent }));
+    }
+    if let Some(gpc) = profile.gpc {
+        context.insert("gpc".into(), json!(gpc));
+    }
+    closing.insert("context".into(), Value::Object(context));
+    messages.push(Value::Object(closing));
 
     let mut lines = String::new();
     for chunk in messages.chunks(EXPORT_BATCH_MESSAGES) {

@@ -14,8 +14,8 @@ use crate::auth::lookup_hash;
 use crate::error::{ApiError, Result};
 use crate::store::{
     suppression_hash, Accepted, AdminToken, ConsentRecord, Environment, EnvironmentChanges,
-    EnvironmentId, PoolUse, RetentionRule, StoredEvent, StoredResponse, TokenScope, UserProfile,
-    WriteBatch, WriteReport,
+    EnvironmentId, PoolUse, RetentionRule, StoredEvent, StoredResponse, TokenScope, UserCounts,
+    UserProfile, WriteBatch, WriteReport,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;
@@ -540,6 +540,24 @@ impl Backend {
             });
         }
 
+        // Counted, not taken from the lists: the events listed stop at `event_limit`.
+        let (events_count, responses_count, consent_count): (i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+               (SELECT COUNT(*) FROM events WHERE environment_id = $1 AND user_key = $2), \
+               (SELECT COUNT(*) FROM responses WHERE environment_id = $1 AND user_key = $2), \
+               (SELECT COUNT(*) FROM consent_records \
+                 WHERE environment_id = $1 AND user_key = $2)",
+        )
+        .bind(env.as_str())
+        .bind(&user_key)
+        .fetch_one(&self.reader)
+        .await?;
+        let counts = UserCounts {
+            events: u64::try_from(events_count).unwrap_or_default(),
+            responses: u64::try_from(responses_count).unwrap_or_default(),
+            consent_records: u64::try_from(consent_count).unwrap_or_default(),
+        };
+
         Ok(Some(UserProfile {
             user_id: row.try_get("user_id")?,
             anonymous_ids,
@@ -553,6 +571,7 @@ impl Backend {
             last_seen: row.try_get("last_seen")?,
             events,
             responses,
+            counts,
         }))
     }
 }

@@ -292,6 +292,21 @@ pub struct UserProfile {
     pub events: Vec<StoredEvent>,
     /// The user's survey responses, oldest first.
     pub responses: Vec<StoredResponse>,
+    /// How many records of each kind are stored for the user, counted whatever the
+    /// lists above hold: past 1,000 events, `counts.events` exceeds `events`' length.
+    pub counts: UserCounts,
+}
+
+/// How many records of each kind are stored for one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCounts {
+    /// Events (track, page, screen, group, alias).
+    pub events: u64,
+    /// Survey responses.
+    pub responses: u64,
+    /// Consent records: one per change of consent.
+    pub consent_records: u64,
 }
 
 /// One stored activity record.

@@ -19,6 +19,9 @@ use sqlx::Connection as _;
 
 pub const WRITE_KEY: &str = "wk_test_key";
 pub const ADMIN_TOKEN: &str = "ebb_admin_test_token";
+/// A trait value the tests that send traits include, so that the log check catches a
+/// trait value logged on its own, without the `"traits"` key around it.
+pub const TRAIT_MARKER: &str = "trait-marker-7d2f91c4";
 
 /// The database of one test: SQLite in the data folder, or a PostgreSQL database of its own.
 pub struct TestDb {
@@ -386,6 +389,17 @@ pub async fn execute(database_url: &str, statement: &str) {
     }
 }
 
+/// Runs one query on the test database directly and returns its first column, an integer.
+pub async fn fetch_integers(database_url: &str, query: &str) -> Vec<i64> {
+    if database_url.starts_with("postgres") {
+        let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(query).fetch_all(&mut db).await.unwrap()
+    } else {
+        let mut db = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(query).fetch_all(&mut db).await.unwrap()
+    }
+}
+
 /// Fails unless every one of `needles` is stored somewhere: run before a deletion, it
 /// proves that [`assert_forgotten`] afterwards has something to miss.
 pub async fn assert_stored(database_url: &str, needles: &[&str]) {
@@ -406,8 +420,8 @@ pub async fn read(response: reqwest::Response) -> (u16, Value) {
 }
 
 /// What no log line may hold: the test's secrets, any generated secret (write keys, admin
-/// tokens and identity secrets are a prefix and 32 hex digits), e-mail addresses and
-/// message payloads. Every collector a test starts has its log checked for these when it
+/// tokens and identity secrets are a prefix and 32 hex digits), e-mail addresses, message
+/// payloads and the tests' trait value [`TRAIT_MARKER`]. Every collector a test starts has its log checked for these when it
 /// is dropped, so the whole test suite's logs are searched, on both backends.
 pub fn log_leaks(log: &str) -> Vec<String> {
     let mut leaks = Vec::new();
@@ -415,6 +429,7 @@ pub fn log_leaks(log: &str) -> Vec<String> {
         let fixed = [
             WRITE_KEY,
             ADMIN_TOKEN,
+            TRAIT_MARKER,
             "\"traits\"",
             "\"properties\"",
             "\"answers\"",
