@@ -298,6 +298,108 @@ test('segments: deleting a segment previews the count, asks, shows progress and 
   clean();
 });
 
+/**
+ * `count` users with one event each in the environment behind `writeKey`, trait
+ * `cohort: bulk`, sent as batches of 100 messages, two batches at a time.
+ */
+async function ingestBulkUsers(count, writeKey) {
+  const batches = [];
+  for (let first = 0; first < count; first += 50) {
+    const batch = [];
+    for (let i = first; i < Math.min(first + 50, count); i += 1) {
+      batch.push({ type: 'identify', userId: `bulk-${i}`, messageId: `bulk-identify-${i}`,
+        traits: { cohort: 'bulk' } });
+      batch.push({ type: 'track', userId: `bulk-${i}`, messageId: `bulk-track-${i}`, event: 'Visited' });
+    }
+    batches.push(batch);
+  }
+  const sender = async () => {
+    for (let batch = batches.shift(); batch; batch = batches.shift()) {
+      const sent = await collector.ingest(batch, writeKey);
+      assert.equal(sent.status, 200, JSON.stringify(sent.body));
+    }
+  };
+  await Promise.all([sender(), sender()]);
+}
+
+/**
+ * Records every state of the segment deletion's progress bar that the page renders, in
+ * order, as `{value, max, receipt}` (`receipt`: whether the receipt was shown by then).
+ * `rendered()` resolves at the next recorded state. The observer's callback runs after the
+ * console has set its next poll's timer, so that a test may fire that timer at once.
+ */
+async function recordProgress(page) {
+  const states = [];
+  let wake = () => {};
+  await page.exposeBinding('ebbProgressRendered', (_source, state) => {
+    states.push(state);
+    wake();
+  });
+  await page.evaluate(() => {
+    new MutationObserver(() => {
+      const bar = document.getElementById('segment-progress');
+      if (!bar) return;
+      const receipt = Boolean(document.getElementById('segment-receipt'));
+      window.ebbProgressRendered({ value: bar.value, max: bar.max, receipt });
+    }).observe(document.body,
+      { subtree: true, childList: true, attributes: true, attributeFilter: ['value', 'max'] });
+  });
+  return { states, rendered: () => new Promise((resolve) => { wake = resolve; }) };
+}
+
+test('segments: a deletion of many chunks shows its progress while it runs, then the receipt', async () => {
+  // The job deletes 200 users per chunk, a chunk in a few milliseconds, while the console
+  // asks for the job's state every 400 ms; so the page's clock is driven to make the
+  // console ask as soon as it rendered the last answer, and 2,000 users make ten chunks.
+  const { page, clean } = await consolePage();
+  const bulk = await collector.adminCall('POST', '/admin/v1/environments', { name: 'bulk' });
+  const environment = bulk.body;
+  await ingestBulkUsers(2000, environment.writeKeys[0]);
+  const filter = { all: [{ trait: 'cohort', equals: 'bulk' }] };
+  const total = await apiCount(filter, environment.id);
+
+  await page.clock.install();
+  await signIn(page);
+  await page.selectOption('#environment', environment.id);
+  await selected(page, 'bulk');
+  await addTraitCondition(page, 'cohort', 'equals', 'bulk');
+  await showMatching(page);
+  await showCount(page, total);
+  const progress = await recordProgress(page);
+  await page.click('#delete-segment');
+  const started = progress.rendered();
+  await page.locator('dialog.confirm button.danger').click();
+  // A console that stops rendering fails here when the receipt does not come in time.
+  const receiptShown = page.locator('#segment-receipt').waitFor();
+  await Promise.race([started, receiptShown]);
+  for (let last = progress.states.at(-1); !last.receipt && last.value < last.max;
+    last = progress.states.at(-1)) {
+    const next = progress.rendered();
+    await page.clock.runFor(1_000);
+    await Promise.race([next, receiptShown]);
+  }
+  await receiptShown;
+  const receiptText = await page.textContent('#segment-receipt');
+  const seq = Number((await page.textContent('#segment-receipt .audit-seq')).slice(1));
+  const { body: audit } = await collector.admin(`/admin/v1/audit?environment=${environment.id}`);
+
+  const whileRunning = progress.states.filter((state) => !state.receipt);
+  const values = whileRunning.map((state) => state.value);
+  assert.equal(bulk.status, 201);
+  assert.equal(total, 2000);
+  assert.ok(whileRunning.some((state) => state.value > 0 && state.value < state.max),
+    `an intermediate value before the receipt: ${values.join(' ')}`);
+  assert.deepEqual(values, [...values].sort((a, b) => a - b), 'the bar never goes back');
+  assert.ok(progress.states.every((state) => state.max === total), 'the bar counts to the total');
+  assert.deepEqual(progress.states.at(-1), { value: total, max: total, receipt: true });
+  assert.match(receiptText, new RegExp(`Segment deleted${total.toLocaleString()} of ${total.toLocaleString()} users deleted`));
+  assert.equal(await apiCount(filter, environment.id), 0);
+  assert.equal(audit[0].seq, seq);
+  assert.equal(audit[0].action, 'delete_segment');
+  assert.equal(audit[0].counts.users, total);
+  clean();
+});
+
 test('settings: the retention histogram draws the cut-off and states what the rule deletes', async () => {
   const { page, clean } = await consolePage();
 
