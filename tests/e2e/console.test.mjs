@@ -234,6 +234,54 @@ test('segments: a filter shows the matching count, pages of users and a user', a
   clean();
 });
 
+test('users: deleting a user names their ids and what goes, and the receipt matches', async () => {
+  const { page, clean } = await consolePage();
+  const consent = (surveys) => ({ consent: { categoryPreferences: { analytics: true, surveys } } });
+  const ingested = await collector.ingest([
+    { type: 'identify', userId: 'leaving-user', anonymousId: 'leaving-anon-1',
+      traits: { plan: 'pro', email: 'leaving@example.com' }, context: consent(true) },
+    { type: 'identify', userId: 'leaving-user', anonymousId: 'leaving-anon-2', context: consent(false) },
+    ...['Viewed', 'Product Added', 'Checkout Started'].map((event) =>
+      ({ type: 'track', userId: 'leaving-user', event })),
+    ...['nps', 'onboarding'].map((surveyId) =>
+      ({ type: 'response', userId: 'leaving-user', surveyId, answers: { score: 7 } })),
+  ]);
+  const { body: stored } = await collector.admin('/admin/v1/users/leaving-user');
+
+  await signIn(page);
+  await page.goto(`${collector.base}/admin/#/users/leaving-user`);
+  await page.locator('#user-title', { hasText: 'leaving-user' }).waitFor();
+  await page.click('#delete-user');
+  const dialog = page.locator('dialog.confirm');
+  const question = await dialog.locator('h2').textContent();
+  const willGo = await dialog.locator('ul.will-go li').allTextContents();
+  const ids = await dialog.locator('ul.will-go li code').allTextContents();
+  await screenshot(page, 'console-user-delete-confirm');
+  await dialog.locator('button.danger').click();
+  await page.locator('#user-receipt').waitFor();
+  const removed = await page.$$eval('#user-receipt dl.counts dt', (terms) => Object.fromEntries(
+    terms.map((term) => [term.textContent, Number(term.nextElementSibling.textContent)])));
+  const gone = await collector.admin('/admin/v1/users/leaving-user');
+
+  assert.equal(ingested.status, 200);
+  assert.deepEqual(stored.anonymousIds, ['leaving-anon-1', 'leaving-anon-2']);
+  assert.equal(question, 'Delete leaving-user?');
+  assert.deepEqual(ids, ['leaving-user', 'leaving-anon-1', 'leaving-anon-2']);
+  assert.deepEqual(willGo, [
+    'their 3 ids: leaving-user, leaving-anon-1, leaving-anon-2',
+    '2 traits',
+    '3 events',
+    '2 survey responses',
+    '2 consent records',
+  ]);
+  assert.equal(removed.users, 1);
+  assert.equal(removed.events, 3, 'as many events went as the dialog named');
+  assert.equal(removed.responses, 2);
+  assert.equal(removed.consentRecords, 2);
+  assert.equal(gone.status, 404);
+  clean();
+});
+
 test('segments: errors from the API, empty results and an unknown user are stated', async () => {
   const { page, clean } = await consolePage();
 
