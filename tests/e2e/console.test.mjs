@@ -517,6 +517,51 @@ test('settings: the identity secret is shown once, and turns verification on and
   clean();
 });
 
+test('settings: rotating the identity secret shows the new one once and refuses the old one', async () => {
+  const { page, clean } = await consolePage();
+  const identify = (userId, secret) => collector.ingest([{
+    type: 'identify', userId,
+    context: { userHash: createHmac('sha256', secret).update(userId).digest('hex') },
+  }]);
+
+  try {
+    await signIn(page);
+    await page.click('nav a[href="#/settings"]');
+    await page.click('#identity-secret-set');
+    const first = await page.textContent('#identity-secret');
+    const beforeRotation = await identify('rotated-user-1', first);
+    await page.click('#identity-secret-set');
+    const dialog = page.locator('dialog.confirm');
+    const question = await dialog.locator('h2').textContent();
+    await dialog.locator('button.danger').click();
+    await page.locator('#identity-secret').filter({ hasNotText: first }).waitFor();
+    const second = await page.textContent('#identity-secret');
+    await screenshot(page, 'console-settings-identity-rotated');
+    const withOld = await identify('rotated-user-2', first);
+    const withNew = await identify('rotated-user-3', second);
+    await page.reload();
+    await page.locator('#identity-status', { hasText: 'On:' }).waitFor();
+    const shownAgain = await page.locator('#identity-secret').count();
+    const { status: oldUserStatus } = await collector.admin('/admin/v1/users/rotated-user-2');
+    const { status: newUserStatus } = await collector.admin('/admin/v1/users/rotated-user-3');
+
+    assert.match(first, /^ebb_ivs_/);
+    assert.match(second, /^ebb_ivs_/);
+    assert.notEqual(second, first);
+    assert.equal(beforeRotation.status, 200);
+    assert.equal(question, 'Rotate the identity secret?');
+    assert.equal(withOld.status, 400, 'a hash made with the old secret is refused');
+    assert.equal(withOld.body.rejected[0].error, 'invalid_user_hash');
+    assert.equal(withNew.status, 200, 'the shown secret is the one the collector checks');
+    assert.equal(oldUserStatus, 404);
+    assert.equal(newUserStatus, 200);
+    assert.equal(shownAgain, 0, 'the new secret is never shown again');
+    clean();
+  } finally {
+    await collector.adminCall('DELETE', '/admin/v1/environments/default/identity-secret');
+  }
+});
+
 test('settings: environments are created and renamed, and a write key rotated', async () => {
   const { page, clean } = await consolePage();
 
