@@ -705,30 +705,64 @@ test('values a user sent are shown as text and run nothing', async () => {
   clean();
 });
 
-test('the console is usable at phone width', async () => {
-  const { page, clean } = await consolePage({ width: 390, height: 844 });
-  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth);
-
+/**
+ * Opens the main pages (segments, a user, settings, audit) one after the other, saving a
+ * screenshot of each as `<name>-<page>`, and answers for each how far it is wider than the
+ * window (0 when it does not scroll sideways) and which tables scroll sideways inside it.
+ */
+async function overflowOfMainPages(page, name) {
+  const measure = async (what) => {
+    await screenshot(page, `${name}-${what}`);
+    return page.evaluate(() => ({
+      page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      tables: [...document.querySelectorAll('.table-wrap')]
+        .filter((wrap) => wrap.scrollWidth > wrap.clientWidth)
+        .map((wrap) => wrap.querySelector('table')?.id || 'a table'),
+    }));
+  };
+  const widths = {};
+  // An export is audited, so that the audit page has rows even when this test runs alone.
+  await collector.admin('/admin/v1/users/user-04/export?format=json');
   await signIn(page);
   await page.locator('#match-count').waitFor();
-  await screenshot(page, 'console-phone-segments');
-  const segmentsWidth = await overflow();
+  await page.locator('#users').waitFor();
+  widths.segments = await measure('segments');
   await page.goto(`${collector.base}/admin/#/users/user-04`);
   await page.locator('#user-title').waitFor();
-  await screenshot(page, 'console-phone-user-detail');
-  const userWidth = await overflow();
+  widths.user = await measure('user-detail');
   await page.click('nav a[href="#/settings"]');
   await page.locator('#retention-histogram').waitFor();
-  await screenshot(page, 'console-phone-settings');
-  const settingsWidth = await overflow();
+  widths.settings = await measure('settings');
   await page.click('nav a[href="#/audit"]');
   await page.locator('#audit-log').waitFor();
-  await screenshot(page, 'console-phone-audit');
-  const auditWidth = await overflow();
+  widths.audit = await measure('audit');
+  return widths;
+}
+
+test('the console is usable at phone width', async () => {
+  const { page, clean } = await consolePage({ width: 390, height: 844 });
+
+  const overflow = await overflowOfMainPages(page, 'console-phone');
   const navVisible = await page.locator('nav a[href="#/segments"]').isVisible();
 
-  assert.deepEqual([segmentsWidth, userWidth, settingsWidth, auditWidth], [390, 390, 390, 390],
-    'no page scrolls sideways');
+  assert.deepEqual(Object.values(overflow).map((o) => o.page), [0, 0, 0, 0],
+    `no page scrolls sideways: ${JSON.stringify(overflow)}`);
   assert.ok(navVisible);
+  clean();
+});
+
+test('the console fits a 1280×800 window: no page and no table scrolls sideways', async () => {
+  const { page, clean } = await consolePage({ width: 1280, height: 800 });
+
+  const overflow = await overflowOfMainPages(page, 'console-desktop');
+  const viewWidth = await page.$eval('#view', (view) => view.getBoundingClientRect().width);
+
+  assert.deepEqual(overflow, {
+    segments: { page: 0, tables: [] },
+    user: { page: 0, tables: [] },
+    settings: { page: 0, tables: [] },
+    audit: { page: 0, tables: [] },
+  });
+  assert.ok(viewWidth > 1000, `the pages use the width (${viewWidth} px)`);
   clean();
 });
