@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs the collector's image the way an operator would, with podman: settings from
-# environment variables, the SQLite data in a named volume, the probes over HTTP. It sends a
-# batch with the write key, reads the user back through the admin API, replaces the
-# container with a new one on the same volume and finds the user still there (a retried
-# batch still stores nothing twice), and checks that the collector runs as the image's
-# unprivileged user. Whatever happens, the containers and the volume go at the end.
+# environment variables, the SQLite data in a named volume, the probes over HTTP. It checks
+# that the image carries its OCI labels and nothing but the collector, www/ and its user
+# (FROM scratch: no shell to run), sends a batch with the write key, reads the user back
+# through the admin API, fetches the demo, the console and the SDK (its wasm as
+# application/wasm) from the image's www/, replaces the container with a new one on the same
+# volume and finds the user still there (a retried batch still stores nothing twice), and
+# checks that the collector runs as the image's unprivileged user. Whatever happens, the
+# containers, the volume and the downloads go at the end.
 #
 # Needs the image (scripts/build-image.sh builds it and writes the podman settings this
 # reads from $EBB_CONTAINERS_DIR, default .containers/). EBB_IMAGE names another image.
@@ -42,6 +45,7 @@ print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
 started=()
 current=""
+downloads="$(mktemp -d)"
 
 cleanup() {
   local status=$?
@@ -53,6 +57,7 @@ cleanup() {
     podman rm --force --time 0 "$name" >/dev/null 2>&1 || true
   done
   podman volume rm --force "$volume" >/dev/null 2>&1 || true
+  rm -rf "$downloads"
   exit "$status"
 }
 trap cleanup EXIT
@@ -111,6 +116,31 @@ http() {
 status_of() { tail -n 1 <<<"$1"; }
 body_of() { sed '$d' <<<"$1"; }
 
+# get PATH: fetches PATH without credentials into $downloads/body (headers into
+# $downloads/headers); prints the status code and the Content-Type.
+get() {
+  curl --silent --show-error --max-time 10 --output "$downloads/body" \
+    --dump-header "$downloads/headers" --write-out '%{http_code} %{content_type}' "$base$1"
+}
+
+# Lists every entry of every layer of the image, one a line: `d PATH` for a directory,
+# `f PATH` for anything else (files, links). Reads the image as podman saves it.
+image_entries() {
+  podman save --quiet --format oci-archive "$image" | python3 -c 'import io, json, sys, tarfile
+archive = tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read()))
+members = {m.name.removeprefix("./"): m for m in archive.getmembers()}
+def blob(digest):
+    return archive.extractfile(members["blobs/" + digest.replace(":", "/")]).read()
+index = json.load(archive.extractfile(members["index.json"]))
+manifest = json.loads(blob(index["manifests"][0]["digest"]))
+for layer in manifest["layers"]:
+    with tarfile.open(fileobj=io.BytesIO(blob(layer["digest"]))) as entries:
+        for entry in entries.getmembers():
+            path = entry.name.removeprefix("./").strip("/")
+            if path and path != ".":
+                print("d" if entry.isdir() else "f", path)'
+}
+
 expect_user() {
   local answer body events
   answer="$(http GET /admin/v1/users/ada)"
@@ -138,6 +168,36 @@ format='{{.Config.User}} {{range $port, $_ := .Config.ExposedPorts}}{{$port}}{{e
 config="$(podman image inspect --format "$format" "$image")"
 [[ $config == "10001:10001 8080/tcp" ]] || fail "the image's user and port are '$config'"
 ok "the image runs as 10001:10001 and exposes 8080/tcp"
+
+labels="$(podman image inspect --format '{{json .Labels}}' "$image")"
+for label in title description source licenses version revision; do
+  [[ "$(json "(doc or {}).get('org.opencontainers.image.$label') or ''" <<<"$labels")" != '""' ]] ||
+    fail "the image has no label org.opencontainers.image.$label: $labels"
+done
+[[ "$(json 'doc["org.opencontainers.image.title"]' <<<"$labels")" == '"ebb-collector"' ]] ||
+  fail "the image's title label is not ebb-collector: $labels"
+[[ "$(json 'doc["org.opencontainers.image.licenses"]' <<<"$labels")" == '"Apache-2.0"' ]] ||
+  fail "the image's licenses label is not Apache-2.0: $labels"
+ok "the image carries the OCI labels title, description, source, licenses, version, revision"
+
+entries="$(image_entries)"
+files="$(sed -n 's/^f //p' <<<"$entries")"
+extra="$(grep -Ev '^(etc/passwd|etc/group|usr/local/bin/ebb-collector|www/.+)$' <<<"$files" || true)"
+[[ -z $extra ]] || fail "the image holds files besides the collector, www/ and its user: $extra"
+for needed in usr/local/bin/ebb-collector etc/passwd www/index.html www/admin/index.html \
+  www/sdk/index.js www/sdk/ebb_sdk_bg.wasm; do
+  grep -qx "$needed" <<<"$files" || fail "the image lacks /$needed"
+done
+ok "the image holds only the collector, www/ and /etc/passwd and /etc/group: FROM scratch"
+
+shell="ebb-test-shell-$run"
+started+=("$shell")
+code=0
+said="$(podman run --rm --name "$shell" --network none -v "$volume:/data" \
+  --entrypoint /bin/sh "$image" -c 'echo a shell ran' 2>&1)" || code=$?
+[[ $code == 127 && $said != *"a shell ran"* ]] ||
+  fail "podman run --entrypoint /bin/sh ended with $code, not 127 (command not found): $said"
+ok "the image has no shell: podman run --entrypoint /bin/sh finds no /bin/sh"
 
 # --- first container: probes, ingest, read back -----------------------------------------
 
@@ -167,6 +227,38 @@ answer="$(curl --silent --max-time 10 --write-out '%{http_code}' --output /dev/n
   --header 'Authorization: Bearer not-the-token' "$base/admin/v1/users/ada")"
 [[ $answer == 401 ]] || fail "a wrong admin token got $answer"
 ok "a wrong admin token is refused"
+
+# --- the demo, the console and the SDK from the image's www/ ---------------------------
+
+answer="$(get /)"
+[[ $answer == "200 text/html; charset=utf-8" ]] || fail "GET /: $answer"
+grep -q '<title>Tidewater Coffee' "$downloads/body" && grep -q 'src="/demo.js"' "$downloads/body" ||
+  fail "GET / is not the demo shop: $(head -c 300 "$downloads/body")"
+ok "/ serves the demo shop's HTML"
+
+answer="$(get /admin/)"
+[[ $answer == "200 text/html; charset=utf-8" ]] || fail "GET /admin/: $answer"
+grep -q '<title>Ebb console</title>' "$downloads/body" &&
+  grep -q 'src="/admin/app.js"' "$downloads/body" ||
+  fail "GET /admin/ is not the console: $(head -c 300 "$downloads/body")"
+grep -qi "^content-security-policy:.*frame-ancestors 'none'" "$downloads/headers" ||
+  fail "GET /admin/ came without the console's Content-Security-Policy: $(cat "$downloads/headers")"
+answer="$(get /admin/app.js)"
+javascript='^200 (text|application)/javascript'
+[[ $answer =~ $javascript ]] || fail "GET /admin/app.js: $answer"
+ok "/admin/ serves the console, with its Content-Security-Policy and its scripts"
+
+answer="$(get /sdk/index.js)"
+[[ $answer =~ $javascript ]] || fail "GET /sdk/index.js: $answer"
+grep -q 'ebb_sdk_bg.wasm' "$downloads/body" ||
+  fail "GET /sdk/index.js is not the SDK's entry: $(head -c 300 "$downloads/body")"
+ok "/sdk/index.js serves the SDK's JavaScript"
+
+answer="$(get /sdk/ebb_sdk_bg.wasm)"
+[[ $answer == "200 application/wasm" ]] || fail "GET /sdk/ebb_sdk_bg.wasm: $answer"
+magic="$(head -c 4 "$downloads/body" | od -An -tx1 | tr -d ' \n')"
+[[ $magic == 0061736d ]] || fail "GET /sdk/ebb_sdk_bg.wasm is not a wasm module (starts $magic)"
+ok "/sdk/ebb_sdk_bg.wasm serves the SDK's module as application/wasm"
 
 # --- a new container on the same volume -------------------------------------------------
 

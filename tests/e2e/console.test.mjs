@@ -1,8 +1,9 @@
 // The admin console at /admin/ in headless Chromium against a real collector: signing in
-// and being refused, User Segments (filter, count, pages, a user, export, deleting a
-// segment), Data Settings (retention histogram, identity secret, write key, environments,
-// purge), Audit, user-sent markup shown as text, the CSP, and phone width. Every check of
-// the page is matched by one through the admin API.
+// and being refused, User Segments (filter, count, pages, a user, export, deleting a user,
+// deleting a segment and its progress), Data Settings (retention histogram, identity
+// secret and its rotation, write key, environments, purge), Audit (and a chain broken by
+// an edit in the database), user-sent markup shown as text, the CSP, phone width and a
+// 1280×800 window. Every check of the page is matched by one through the admin API.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
@@ -238,6 +239,54 @@ test('segments: a filter shows the matching count, pages of users and a user', a
   clean();
 });
 
+test('users: deleting a user names their ids and what goes, and the receipt matches', async () => {
+  const { page, clean } = await consolePage();
+  const consent = (surveys) => ({ consent: { categoryPreferences: { analytics: true, surveys } } });
+  const ingested = await collector.ingest([
+    { type: 'identify', userId: 'leaving-user', anonymousId: 'leaving-anon-1',
+      traits: { plan: 'pro', email: 'leaving@example.com' }, context: consent(true) },
+    { type: 'identify', userId: 'leaving-user', anonymousId: 'leaving-anon-2', context: consent(false) },
+    ...['Viewed', 'Product Added', 'Checkout Started'].map((event) =>
+      ({ type: 'track', userId: 'leaving-user', event })),
+    ...['nps', 'onboarding'].map((surveyId) =>
+      ({ type: 'response', userId: 'leaving-user', surveyId, answers: { score: 7 } })),
+  ]);
+  const { body: stored } = await collector.admin('/admin/v1/users/leaving-user');
+
+  await signIn(page);
+  await page.goto(`${collector.base}/admin/#/users/leaving-user`);
+  await page.locator('#user-title', { hasText: 'leaving-user' }).waitFor();
+  await page.click('#delete-user');
+  const dialog = page.locator('dialog.confirm');
+  const question = await dialog.locator('h2').textContent();
+  const willGo = await dialog.locator('ul.will-go li').allTextContents();
+  const ids = await dialog.locator('ul.will-go li code').allTextContents();
+  await screenshot(page, 'console-user-delete-confirm');
+  await dialog.locator('button.danger').click();
+  await page.locator('#user-receipt').waitFor();
+  const removed = await page.$$eval('#user-receipt dl.counts dt', (terms) => Object.fromEntries(
+    terms.map((term) => [term.textContent, Number(term.nextElementSibling.textContent)])));
+  const gone = await collector.admin('/admin/v1/users/leaving-user');
+
+  assert.equal(ingested.status, 200);
+  assert.deepEqual(stored.anonymousIds, ['leaving-anon-1', 'leaving-anon-2']);
+  assert.equal(question, 'Delete leaving-user?');
+  assert.deepEqual(ids, ['leaving-user', 'leaving-anon-1', 'leaving-anon-2']);
+  assert.deepEqual(willGo, [
+    'their 3 ids: leaving-user, leaving-anon-1, leaving-anon-2',
+    '2 traits',
+    '3 events',
+    '2 survey responses',
+    '2 consent records',
+  ]);
+  assert.equal(removed.users, 1);
+  assert.equal(removed.events, 3, 'as many events went as the dialog named');
+  assert.equal(removed.responses, 2);
+  assert.equal(removed.consentRecords, 2);
+  assert.equal(gone.status, 404);
+  clean();
+});
+
 test('segments: errors from the API, empty results and an unknown user are stated', async () => {
   const { page, clean } = await consolePage();
 
@@ -299,6 +348,104 @@ test('segments: deleting a segment previews the count, asks, shows progress and 
   assert.equal(entry.action, 'delete_segment');
   assert.equal(entry.counts.users, team);
   assert.match(receiptText, new RegExp(`users\\s*${team}`));
+  clean();
+});
+
+/**
+ * `count` users with one event each and the trait `cohort: bulk`, sent as batches of 100
+ * messages, two batches at a time.
+ */
+async function ingestBulkUsers(count) {
+  const batches = [];
+  for (let first = 0; first < count; first += 50) {
+    const batch = [];
+    for (let i = first; i < Math.min(first + 50, count); i += 1) {
+      batch.push({ type: 'identify', userId: `bulk-${i}`, messageId: `bulk-identify-${i}`,
+        traits: { cohort: 'bulk' } });
+      batch.push({ type: 'track', userId: `bulk-${i}`, messageId: `bulk-track-${i}`, event: 'Visited' });
+    }
+    batches.push(batch);
+  }
+  const sender = async () => {
+    for (let batch = batches.shift(); batch; batch = batches.shift()) {
+      const sent = await collector.ingest(batch);
+      assert.equal(sent.status, 200, JSON.stringify(sent.body));
+    }
+  };
+  await Promise.all([sender(), sender()]);
+}
+
+/**
+ * Records every state of the segment deletion's progress bar that the page renders, in
+ * order, as `{value, max, receipt}` (`receipt`: whether the receipt was shown by then).
+ * `rendered()` resolves at the next recorded state. The observer's callback runs after the
+ * console has set its next poll's timer, so that a test may fire that timer at once.
+ */
+async function recordProgress(page) {
+  const states = [];
+  let wake = () => {};
+  await page.exposeBinding('ebbProgressRendered', (_source, state) => {
+    states.push(state);
+    wake();
+  });
+  await page.evaluate(() => {
+    new MutationObserver(() => {
+      const bar = document.getElementById('segment-progress');
+      if (!bar) return;
+      const receipt = Boolean(document.getElementById('segment-receipt'));
+      window.ebbProgressRendered({ value: bar.value, max: bar.max, receipt });
+    }).observe(document.body,
+      { subtree: true, childList: true, attributes: true, attributeFilter: ['value', 'max'] });
+  });
+  return { states, rendered: () => new Promise((resolve) => { wake = resolve; }) };
+}
+
+test('segments: a deletion of many chunks shows its progress while it runs, then the receipt', async () => {
+  // The job deletes 200 users per chunk, a chunk in a few milliseconds, while the console
+  // asks for the job's state every 400 ms; so the page's clock is driven to make the
+  // console ask as soon as it rendered the last answer, and 2,000 users make ten chunks.
+  const { page, clean } = await consolePage();
+  await ingestBulkUsers(2000);
+  const filter = { all: [{ trait: 'cohort', equals: 'bulk' }] };
+  const total = await apiCount(filter);
+
+  await page.clock.install();
+  await signIn(page);
+  await addTraitCondition(page, 'cohort', 'equals', 'bulk');
+  await showMatching(page);
+  await showCount(page, total);
+  const progress = await recordProgress(page);
+  await page.click('#delete-segment');
+  const started = progress.rendered();
+  await page.locator('dialog.confirm button.danger').click();
+  // A console that stops rendering fails here when the receipt does not come in time.
+  const receiptShown = page.locator('#segment-receipt').waitFor();
+  await Promise.race([started, receiptShown]);
+  for (let last = progress.states.at(-1); !last.receipt && last.value < last.max;
+    last = progress.states.at(-1)) {
+    const next = progress.rendered();
+    await page.clock.runFor(1_000);
+    await Promise.race([next, receiptShown]);
+  }
+  await receiptShown;
+  const receiptText = await page.textContent('#segment-receipt');
+  const seq = Number((await page.textContent('#segment-receipt .audit-seq')).slice(1));
+  const totalShown = await page.evaluate((count) => count.toLocaleString(), total);
+  const { body: audit } = await collector.admin('/admin/v1/audit?limit=10');
+  const entry = audit.find((e) => e.seq === seq);
+  const whileRunning = progress.states.filter((state) => !state.receipt);
+  const values = whileRunning.map((state) => state.value);
+
+  assert.equal(total, 2000);
+  assert.ok(whileRunning.some((state) => state.value > 0 && state.value < state.max),
+    `an intermediate value before the receipt: ${values.join(' ')}`);
+  assert.deepEqual(values, [...values].sort((a, b) => a - b), 'the bar never goes back');
+  assert.ok(progress.states.every((state) => state.max === total), 'the bar counts to the total');
+  assert.deepEqual(progress.states.at(-1), { value: total, max: total, receipt: true });
+  assert.match(receiptText, new RegExp(`Segment deleted${totalShown} of ${totalShown} users deleted`));
+  assert.equal(await apiCount(filter), 0);
+  assert.equal(entry.action, 'delete_segment');
+  assert.equal(entry.counts.users, total);
   clean();
 });
 
@@ -369,6 +516,51 @@ test('settings: the identity secret is shown once, and turns verification on and
   assert.equal(shownAgain, 0, 'the secret is never shown again');
   assert.equal(off.identityVerification, false);
   clean();
+});
+
+test('settings: rotating the identity secret shows the new one once and refuses the old one', async () => {
+  const { page, clean } = await consolePage();
+  const identify = (userId, secret) => collector.ingest([{
+    type: 'identify', userId,
+    context: { userHash: createHmac('sha256', secret).update(userId).digest('hex') },
+  }]);
+
+  try {
+    await signIn(page);
+    await page.click('nav a[href="#/settings"]');
+    await page.click('#identity-secret-set');
+    const first = await page.textContent('#identity-secret');
+    const beforeRotation = await identify('rotated-user-1', first);
+    await page.click('#identity-secret-set');
+    const dialog = page.locator('dialog.confirm');
+    const question = await dialog.locator('h2').textContent();
+    await dialog.locator('button.danger').click();
+    await page.locator('#identity-secret').filter({ hasNotText: first }).waitFor();
+    const second = await page.textContent('#identity-secret');
+    await screenshot(page, 'console-settings-identity-rotated');
+    const withOld = await identify('rotated-user-2', first);
+    const withNew = await identify('rotated-user-3', second);
+    await page.reload();
+    await page.locator('#identity-status', { hasText: 'On:' }).waitFor();
+    const shownAgain = await page.locator('#identity-secret').count();
+    const { status: oldUserStatus } = await collector.admin('/admin/v1/users/rotated-user-2');
+    const { status: newUserStatus } = await collector.admin('/admin/v1/users/rotated-user-3');
+
+    assert.match(first, /^ebb_ivs_/);
+    assert.match(second, /^ebb_ivs_/);
+    assert.notEqual(second, first);
+    assert.equal(beforeRotation.status, 200);
+    assert.equal(question, 'Rotate the identity secret?');
+    assert.equal(withOld.status, 400, 'a hash made with the old secret is refused');
+    assert.equal(withOld.body.rejected[0].error, 'invalid_user_hash');
+    assert.equal(withNew.status, 200, 'the shown secret is the one the collector checks');
+    assert.equal(oldUserStatus, 404);
+    assert.equal(newUserStatus, 200);
+    assert.equal(shownAgain, 0, 'the new secret is never shown again');
+    clean();
+  } finally {
+    await collector.adminCall('DELETE', '/admin/v1/environments/default/identity-secret');
+  }
 });
 
 test('settings: environments are created and renamed, and a write key rotated', async () => {
@@ -458,6 +650,40 @@ test('audit: the log is newest first and shows the verified chain', async () => 
   clean();
 });
 
+test('audit: an entry edited in the database shows the chain as broken at that entry', async () => {
+  const { page, clean } = await consolePage();
+  const { body: entries } = await collector.admin('/admin/v1/audit?limit=500');
+  const edited = entries.find((entry) => entry.action === 'delete_segment');
+  const [[original]] = await collector.sql('SELECT counts FROM audit_entries WHERE seq = ?', [edited.seq]);
+
+  try {
+    // Someone with the database file hides how many users a deletion removed.
+    await collector.sql('UPDATE audit_entries SET counts = ? WHERE seq = ?',
+      [JSON.stringify({ ...edited.counts, users: 0 }), edited.seq]);
+    const { body: check } = await collector.admin('/admin/v1/audit/verify');
+    await signIn(page);
+    await page.click('nav a[href="#/audit"]');
+    const status = page.locator('#chain-status');
+    await status.waitFor();
+    const valid = await status.getAttribute('data-valid');
+    const role = await status.getAttribute('role');
+    const text = await status.textContent();
+    await screenshot(page, 'console-audit-broken-chain');
+
+    assert.ok(edited.seq < entries[0].seq, 'an entry before the newest is edited');
+    assert.deepEqual(check, { valid: false, entries: entries.length, firstBroken: edited.seq });
+    assert.equal(valid, 'false');
+    assert.equal(role, 'alert');
+    assert.match(text, new RegExp(`The chain is broken at entry #${edited.seq}:`));
+    assert.match(text, new RegExp(`${entries.length} entries checked`));
+    clean();
+  } finally {
+    await collector.sql('UPDATE audit_entries SET counts = ? WHERE seq = ?', [original, edited.seq]);
+  }
+  const { body: restored } = await collector.admin('/admin/v1/audit/verify');
+  assert.equal(restored.valid, true, 'the original entry makes the chain whole again');
+});
+
 test('values a user sent are shown as text and run nothing', async () => {
   const { page, clean } = await consolePage();
 
@@ -486,30 +712,64 @@ test('values a user sent are shown as text and run nothing', async () => {
   clean();
 });
 
-test('the console is usable at phone width', async () => {
-  const { page, clean } = await consolePage({ width: 390, height: 844 });
-  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth);
-
+/**
+ * Opens the main pages (segments, a user, settings, audit) one after the other, saving a
+ * screenshot of each as `<name>-<page>`, and answers for each how far it is wider than the
+ * window (0 when it does not scroll sideways) and which tables scroll sideways inside it.
+ */
+async function overflowOfMainPages(page, name) {
+  const measure = async (what) => {
+    await screenshot(page, `${name}-${what}`);
+    return page.evaluate(() => ({
+      page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      tables: [...document.querySelectorAll('.table-wrap')]
+        .filter((wrap) => wrap.scrollWidth > wrap.clientWidth)
+        .map((wrap) => wrap.querySelector('table')?.id || 'a table'),
+    }));
+  };
+  const widths = {};
+  // An export is audited, so that the audit page has rows even when this test runs alone.
+  await collector.admin('/admin/v1/users/user-04/export?format=json');
   await signIn(page);
   await page.locator('#match-count').waitFor();
-  await screenshot(page, 'console-phone-segments');
-  const segmentsWidth = await overflow();
+  await page.locator('#users').waitFor();
+  widths.segments = await measure('segments');
   await page.goto(`${collector.base}/admin/#/users/user-04`);
   await page.locator('#user-title').waitFor();
-  await screenshot(page, 'console-phone-user-detail');
-  const userWidth = await overflow();
+  widths.user = await measure('user-detail');
   await page.click('nav a[href="#/settings"]');
   await page.locator('#retention-histogram').waitFor();
-  await screenshot(page, 'console-phone-settings');
-  const settingsWidth = await overflow();
+  widths.settings = await measure('settings');
   await page.click('nav a[href="#/audit"]');
   await page.locator('#audit-log').waitFor();
-  await screenshot(page, 'console-phone-audit');
-  const auditWidth = await overflow();
+  widths.audit = await measure('audit');
+  return widths;
+}
+
+test('the console is usable at phone width', async () => {
+  const { page, clean } = await consolePage({ width: 390, height: 844 });
+
+  const overflow = await overflowOfMainPages(page, 'console-phone');
   const navVisible = await page.locator('nav a[href="#/segments"]').isVisible();
 
-  assert.deepEqual([segmentsWidth, userWidth, settingsWidth, auditWidth], [390, 390, 390, 390],
-    'no page scrolls sideways');
+  assert.deepEqual(Object.values(overflow).map((o) => o.page), [0, 0, 0, 0],
+    `no page scrolls sideways: ${JSON.stringify(overflow)}`);
   assert.ok(navVisible);
+  clean();
+});
+
+test('the console fits a 1280×800 window: no page and no table scrolls sideways', async () => {
+  const { page, clean } = await consolePage({ width: 1280, height: 800 });
+
+  const overflow = await overflowOfMainPages(page, 'console-desktop');
+  const viewWidth = await page.$eval('#view', (view) => view.getBoundingClientRect().width);
+
+  assert.deepEqual(overflow, {
+    segments: { page: 0, tables: [] },
+    user: { page: 0, tables: [] },
+    settings: { page: 0, tables: [] },
+    audit: { page: 0, tables: [] },
+  });
+  assert.ok(viewWidth > 1000, `the pages use the width (${viewWidth} px)`);
   clean();
 });

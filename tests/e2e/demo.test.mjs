@@ -56,6 +56,11 @@ async function answerSurvey(page) {
   await page.click('#survey-submit');
 }
 
+/** `1 event`, `3 events`: a count as the console writes it. */
+function plural(count, what) {
+  return `${count} ${what}${count === 1 ? '' : 's'}`;
+}
+
 async function user(id) {
   return collector.admin(`/admin/v1/users/${encodeURIComponent(id)}`);
 }
@@ -67,14 +72,24 @@ test('accepting, signing in, shopping and answering the survey are stored and sh
   const anonymousBefore = await page.textContent('#panel-anonymous-id');
   const heldBefore = await page.getAttribute('#panel-queue', 'data-held');
   const storedBefore = await page.evaluate(() => Object.keys(localStorage));
+  const deliveryBefore = await page.textContent('#panel-delivery');
   await screenshot(page, 'demo-banner');
   await page.click('#consent-accept');
   await consentIs(page, 'granted');
   await delivered(page, 'page view');
   await signInAs(page, 'demo-ada', 'ada@example.com', 'Ada');
   await delivered(page, 'identify');
+  const deliveryAfterIdentify = await page.textContent('#panel-delivery');
+  // The panel read while the tracked event's batch is on its way: not delivered yet.
+  let deliveryInFlight;
+  await page.route((url) => url.pathname.startsWith('/v1/'), async (route) => {
+    deliveryInFlight ??= await page.textContent('#panel-delivery');
+    await route.continue();
+  });
   await page.click('#track-add');
   await delivered(page, 'track Product Added');
+  await page.unrouteAll();
+  const deliveryAfterTrack = await page.textContent('#panel-delivery');
   await answerSurvey(page);
   await delivered(page, 'survey response');
   const anonymousAfter = await page.textContent('#panel-anonymous-id');
@@ -87,6 +102,10 @@ test('accepting, signing in, shopping and answering the survey are stored and sh
   assert.match(anonymousBefore, /^none/, 'no anonymous id before consent');
   assert.equal(heldBefore, '1', 'the page view waits for consent');
   assert.deepEqual(storedBefore, [], 'nothing stored before consent');
+  assert.equal(deliveryBefore, 'none yet');
+  assert.match(deliveryAfterIdentify, /^\d{1,2}:\d{2}:\d{2}.*: identify$/);
+  assert.equal(deliveryInFlight, deliveryAfterIdentify, 'no delivery is shown before the collector answered');
+  assert.match(deliveryAfterTrack, /^\d{1,2}:\d{2}:\d{2}.*: track Product Added$/);
   assert.equal(status, 200);
   assert.deepEqual(stored.traits, { email: 'ada@example.com', name: 'Ada' });
   assert.deepEqual(stored.anonymousIds, [anonymousAfter], 'the panel shows the id the SDK sends');
@@ -204,9 +223,11 @@ test('story: refused, then accepted, found in a segment, exported, deleted and g
   const exported = JSON.parse(await readFile(await (await download).path(), 'utf8'));
   await console_.click('#delete-user');
   const confirmation = await console_.locator('dialog.confirm').textContent();
+  const willGo = await console_.locator('dialog.confirm ul.will-go li').allTextContents();
   await console_.locator('dialog.confirm button.danger').click();
   await console_.locator('#user-receipt').waitFor();
   const receipt = await console_.textContent('#user-receipt');
+  const receiptSeq = Number((await console_.textContent('#user-receipt .audit-seq')).slice(1));
   await screenshot(console_, 'story-deleted');
 
   // She is gone from the console's pages and from the API; the receipt is audited.
@@ -223,13 +244,15 @@ test('story: refused, then accepted, found in a segment, exported, deleted and g
   await console_.click('#segment-filter button[type=submit]');
   await console_.locator('#match-count[data-count="0"]').waitFor();
   await console_.click('nav a[href="#/audit"]');
-  await console_.locator('#audit-log .action', { hasText: 'delete_user' }).first().waitFor();
-  const auditActions = await console_.locator('#audit-log .action').allTextContents();
+  const auditRow = console_.locator(`#audit-log tr[data-seq="${receiptSeq}"]`);
+  await auditRow.waitFor();
+  const auditRowAction = await auditRow.locator('.action').textContent();
+  const auditRowText = await auditRow.textContent();
   await screenshot(console_, 'story-audit');
   const byUserId = await user('story-cleo');
   const byAnonymousId = await user(anonymousId);
   const { body: audit } = await collector.admin('/admin/v1/audit?limit=5');
-  const deletion = audit.find((entry) => entry.action === 'delete_user');
+  const deletion = audit.find((entry) => entry.seq === receiptSeq);
 
   assert.equal(sentWhileRefused, 0, 'nothing was sent while consent was refused');
   assert.equal(usersWhileRefused, usersBefore, 'nothing was stored while consent was refused');
@@ -238,11 +261,20 @@ test('story: refused, then accepted, found in a segment, exported, deleted and g
   assert.ok(exported.events.some((event) => event.event === 'Checkout Started'));
   assert.equal(exported.responses.length, 1);
   assert.match(confirmation, /This cannot be undone/);
+  assert.deepEqual(willGo, [
+    `their 2 ids: story-cleo, ${anonymousId}`,
+    '2 traits',
+    plural(exported.events.length, 'event'),
+    '1 survey response',
+    plural(exported.consentHistory.length, 'consent record'),
+  ], 'the confirmation says what the export holds will go');
   assert.match(receipt, /Receipt/);
   assert.equal(byUserId.status, 404);
   assert.equal(byAnonymousId.status, 404);
-  assert.ok(deletion, 'the deletion is in the audit log');
-  assert.ok(auditActions.slice(0, 3).includes('delete_user'), auditActions.join());
+  assert.ok(receiptSeq > 0, 'the receipt names its audit entry');
+  assert.equal(deletion?.action, 'delete_user', 'the receipt\'s entry records the deletion');
+  assert.equal(auditRowAction, 'delete_user', 'the audit page shows the receipt\'s entry');
+  assert.ok(auditRowText.includes(JSON.stringify(deletion.counts)), auditRowText);
   assert.ok(deletion.counts.events >= 1 && deletion.counts.responses === 1, JSON.stringify(deletion.counts));
   assert.ok(!JSON.stringify(audit).includes('story-cleo'), 'the audit log holds no id');
   assert.deepEqual(consoleErrors, []);

@@ -1,12 +1,13 @@
 // Shared pieces of the browser tests: a real collector process on a free port with its own
 // temporary data folder, and headless Chromium from the system (never a downloaded one).
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, mkdir, readFile, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
@@ -20,6 +21,13 @@ export const TRAIT_MARKER = 'trait-marker-7d2f91c4';
 
 const collectorBin =
   process.env.EBB_COLLECTOR_BIN ?? join(repoRoot, 'target', 'debug', 'ebb-collector');
+
+// Runs one statement with Python's sqlite3 (Node 20 has no SQLite of its own, and Python is
+// on every machine the tests run on) and prints its rows as JSON. The `with` block commits.
+const SQLITE_SCRIPT = `import json, sqlite3, sys
+with sqlite3.connect(sys.argv[1], timeout=10) as db:
+    rows = db.execute(sys.argv[2], json.loads(sys.argv[3])).fetchall()
+print(json.dumps(rows))`;
 
 /**
  * Starts a collector; resolves once it printed its address. `options.env` adds
@@ -55,9 +63,22 @@ export async function startCollector(options = {}) {
     });
   });
 
+  const databaseFile = join(dataDir, 'ebb.db');
   return {
     base,
     adminToken,
+    /** The collector's SQLite file (unless `options.env` points it at another database). */
+    databaseFile,
+    /**
+     * Runs one SQL statement on the collector's SQLite file behind its back, with `params`
+     * bound to its `?`s, and answers the rows as arrays: for tests that play an attacker
+     * with access to the file.
+     */
+    async sql(statement, params = []) {
+      const { stdout } = await promisify(execFile)(
+        'python3', ['-c', SQLITE_SCRIPT, databaseFile, statement, JSON.stringify(params)]);
+      return JSON.parse(stdout);
+    },
     async admin(path) {
       const response = await fetch(base + path, {
         headers: { Authorization: `Bearer ${adminToken}` },
