@@ -42,7 +42,9 @@ async function showChain(container, ctx) {
         h('strong', {}, '✓ The chain holds. '),
         check.entries === 0
           ? 'Nothing is audited yet.'
-          : `All ${plural(check.entries, 'entry', 'entries')} were recomputed; each links to the one before.`)
+          : check.entries === 1
+            ? 'Its one entry was recomputed.'
+            : `All ${plural(check.entries, 'entry', 'entries')} were recomputed; each links to the one before.`)
       : h('p', { class: 'chain-status broken', id: 'chain-status', role: 'alert', data: { valid: false } },
         h('strong', {}, '✗ The chain is broken '),
         `at entry #${check.firstBroken}: an entry was changed or removed there. ` +
