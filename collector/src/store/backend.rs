@@ -576,8 +576,8 @@ impl Backend {
     }
 }
 
-/// Users whose activity one statement updates.
-const ACTIVITY_CHUNK: usize = 500;
+/// Users whose activity or traits one statement updates.
+const USERS_PER_STATEMENT: usize = 500;
 
 /// Attempts at a group whose message ids another collector keeps storing meanwhile.
 const STORE_ATTEMPTS: usize = 3;
@@ -699,6 +699,24 @@ fn time_text(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
+/// `($2, $3), ($4, $5)`: the placeholders of a VALUES list of `rows` rows of `columns`
+/// values each, after `$1`.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut list = String::with_capacity(rows * columns * 6);
+    for row in 0..rows {
+        list.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                list.push_str(", ");
+            }
+            list.push('$');
+            list.push_str(&(2 + row * columns + column).to_string());
+        }
+        list.push(')');
+    }
+    list
+}
+
 /// Rows as the JSON array the multi-row statements read. (Serialising maps with string
 /// keys does not fail in practice.)
 fn rows_json(rows: &impl serde::Serialize) -> Result<String> {
@@ -729,7 +747,13 @@ impl<'a> WriteSession<'a> {
     async fn prefill(&mut self, conn: &mut Conn, batches: &[&'a WriteBatch]) -> Result<()> {
         #[derive(Default)]
         struct Asked<'b> {
+            /// Every id, for the suppressions.
             ids: Vec<&'b str>,
+            /// Ids that may be user ids (`userId`, `previousId`).
+            user_ids: Vec<&'b str>,
+            /// Ids that may be anonymous ids (`anonymousId`, `previousId`).
+            anonymous_ids: Vec<&'b str>,
+            /// The ids of `identify` messages, whose users' traits will change.
             identifying: Vec<&'b str>,
             message_ids: Vec<&'b str>,
         }
@@ -744,6 +768,12 @@ impl<'a> WriteSession<'a> {
                     message.previous_id.as_deref(),
                 ];
                 asked.ids.extend(ids.into_iter().flatten());
+                asked
+                    .user_ids
+                    .extend([ids[0], ids[2]].into_iter().flatten());
+                asked
+                    .anonymous_ids
+                    .extend([ids[1], ids[2]].into_iter().flatten());
                 if message.kind == MessageType::Identify {
                     asked.identifying.extend(ids.into_iter().take(2).flatten());
                 }
@@ -757,9 +787,10 @@ impl<'a> WriteSession<'a> {
 
         for (env, mut asked) in environments {
             if !asked.message_ids.is_empty() {
-                let stored: Vec<String> = sqlx::query_scalar(&format!(
-                    "SELECT message_id FROM message_ids \
-                     WHERE environment_id = $1 AND message_id {IN_JSON_TEXTS}"
+                let stored: Vec<String> = sqlx::query_scalar(&json_text_probe(
+                    "t.message_id",
+                    "message_ids",
+                    "t.environment_id = $1 AND t.message_id = v.value",
                 ))
                 .bind(env.as_str())
                 .bind(Value::from(asked.message_ids).to_string())
@@ -779,9 +810,10 @@ impl<'a> WriteSession<'a> {
                 .iter()
                 .map(|id| suppression_hash(self.suppression_key, id))
                 .collect();
-            let suppressed: HashSet<String> = sqlx::query_scalar(&format!(
-                "SELECT id_hash FROM suppressions \
-                 WHERE environment_id = $1 AND id_hash {IN_JSON_TEXTS} AND expires_at > $3"
+            let suppressed: HashSet<String> = sqlx::query_scalar(&json_text_probe(
+                "t.id_hash",
+                "suppressions",
+                "t.environment_id = $1 AND t.id_hash = v.value AND t.expires_at > $3",
             ))
             .bind(env.as_str())
             .bind(Value::from(hashes.clone()).to_string())
@@ -795,26 +827,35 @@ impl<'a> WriteSession<'a> {
                     .insert((env.clone(), (*id).to_owned()), suppressed.contains(hash));
             }
 
-            let owners: Vec<(String, String, String)> = sqlx::query_as(&format!(
-                "SELECT kind, value, user_key FROM identities \
-                 WHERE environment_id = $1 AND kind IN ('user', 'anonymous') \
-                   AND value {IN_JSON_TEXTS}"
-            ))
-            .bind(env.as_str())
-            .bind(Value::from(ids.clone()).to_string())
-            .fetch_all(&mut *conn)
-            .await?;
-            for id in ids.iter() {
-                for kind in ["user", "anonymous"] {
+            let mut user_keys: Vec<String> = Vec::new();
+            for (kind, asked_ids) in [
+                ("user", &mut asked.user_ids),
+                ("anonymous", &mut asked.anonymous_ids),
+            ] {
+                asked_ids.sort_unstable();
+                asked_ids.dedup();
+                if asked_ids.is_empty() {
+                    continue;
+                }
+                // The kind is spelled out, not bound, so that each lookup is an equality on
+                // every column of the key (see `json_text_probe`).
+                let owners: Vec<(String, String)> = sqlx::query_as(&json_text_probe(
+                    "t.value, t.user_key",
+                    "identities",
+                    &format!("t.environment_id = $1 AND t.kind = '{kind}' AND t.value = v.value"),
+                ))
+                .bind(env.as_str())
+                .bind(Value::from(asked_ids.clone()).to_string())
+                .fetch_all(&mut *conn)
+                .await?;
+                for id in asked_ids.iter() {
                     self.unowned.insert((env.clone(), kind, (*id).to_owned()));
                 }
-            }
-            let mut user_keys: Vec<String> = Vec::with_capacity(owners.len());
-            for (kind, value, user_key) in owners {
-                let kind = if kind == "user" { "user" } else { "anonymous" };
-                user_keys.push(user_key.clone());
-                self.unowned.remove(&(env.clone(), kind, value.clone()));
-                self.identities.insert((env.clone(), kind, value), user_key);
+                for (value, user_key) in owners {
+                    user_keys.push(user_key.clone());
+                    self.unowned.remove(&(env.clone(), kind, value.clone()));
+                    self.identities.insert((env.clone(), kind, value), user_key);
+                }
             }
             user_keys.sort_unstable();
             user_keys.dedup();
@@ -822,14 +863,16 @@ impl<'a> WriteSession<'a> {
                 continue;
             }
 
-            let rows = sqlx::query(&format!(
-                "SELECT id, user_id IS NOT NULL AS named, consent, consent_at, gpc FROM users \
-                 WHERE environment_id = $1 AND id {IN_JSON_TEXTS} ORDER BY id {LOCK_ROWS}"
-            ))
-            .bind(env.as_str())
-            .bind(Value::from(user_keys).to_string())
-            .fetch_all(&mut *conn)
-            .await?;
+            let select = json_text_probe(
+                "t.id, t.user_id IS NOT NULL AS named, t.consent, t.consent_at, t.gpc",
+                "users",
+                "t.environment_id = $1 AND t.id = v.value",
+            );
+            let rows = sqlx::query(&format!("{select} ORDER BY t.id {LOCK_ROWS}"))
+                .bind(env.as_str())
+                .bind(Value::from(user_keys).to_string())
+                .fetch_all(&mut *conn)
+                .await?;
             for row in &rows {
                 let known = KnownUser::from_row(row)?;
                 self.users.insert((env.clone(), row.try_get("id")?), known);
@@ -849,8 +892,10 @@ impl<'a> WriteSession<'a> {
             if identifying.is_empty() {
                 continue;
             }
-            let traits: Vec<(String, Json<Map<String, Value>>)> = sqlx::query_as(&format!(
-                "SELECT id, traits FROM users WHERE environment_id = $1 AND id {IN_JSON_TEXTS}"
+            let traits: Vec<(String, Json<Map<String, Value>>)> = sqlx::query_as(&json_text_probe(
+                "t.id, t.traits",
+                "users",
+                "t.environment_id = $1 AND t.id = v.value",
             ))
             .bind(env.as_str())
             .bind(rows_json(&identifying)?)
@@ -1030,11 +1075,26 @@ impl<'a> WriteSession<'a> {
         }
         for (env, mut users) in changed {
             users.sort_unstable_by_key(|(user_key, _)| *user_key);
-            sqlx::query(UPDATE_TRAITS)
-                .bind(env.as_str())
-                .bind(rows_json(&users)?)
-                .execute(&mut *conn)
-                .await?;
+            for chunk in users.chunks(USERS_PER_STATEMENT) {
+                // `column1` and `column2` are what both databases name the columns of
+                // VALUES; a VALUES list, unlike a JSON array, tells the planner its size, so
+                // it looks each user up by key instead of scanning the table. Like every
+                // statement whose best plan depends on how large the tables have grown, it
+                // is not kept prepared: PostgreSQL would otherwise settle on one plan after
+                // a few runs and keep it, and a plan made while a table was small (a scan)
+                // becomes ruinous once it is large, with no ANALYZE to replace it when
+                // autovacuum is off.
+                let sql = format!(
+                    "UPDATE users SET traits = a.column2 FROM (VALUES {}) AS a \
+                     WHERE users.environment_id = $1 AND users.id = a.column1",
+                    placeholders(chunk.len(), 2)
+                );
+                let mut query = sqlx::query(&sql).persistent(false).bind(env.as_str());
+                for (user_key, traits) in chunk {
+                    query = query.bind(*user_key).bind(Json(*traits));
+                }
+                query.execute(&mut *conn).await?;
+            }
         }
         Ok(true)
     }
@@ -1066,11 +1126,8 @@ impl<'a> WriteSession<'a> {
                 .iter()
                 .position(|((other, _), _)| other != env)
                 .map_or(spans.len(), |n| start + n)
-                .min(start + ACTIVITY_CHUNK);
+                .min(start + USERS_PER_STATEMENT);
             let chunk = &spans[start..end];
-            let values: Vec<String> = (0..chunk.len())
-                .map(|n| format!("(${}, ${}, ${})", 3 * n + 2, 3 * n + 3, 3 * n + 4))
-                .collect();
             // `column1` to `column3` are what both databases name the columns of VALUES.
             let sql = format!(
                 "UPDATE users SET \
@@ -1080,9 +1137,9 @@ impl<'a> WriteSession<'a> {
                    THEN a.column3 ELSE users.last_seen END \
                  FROM (VALUES {}) AS a \
                  WHERE users.environment_id = $1 AND users.id = a.column1",
-                values.join(", ")
+                placeholders(chunk.len(), 3)
             );
-            let mut query = sqlx::query(&sql).bind(env.as_str());
+            let mut query = sqlx::query(&sql).persistent(false).bind(env.as_str());
             for ((_, user_key), (first, last)) in chunk {
                 query = query.bind(user_key).bind(*first).bind(*last);
             }

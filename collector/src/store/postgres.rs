@@ -40,16 +40,24 @@ const BACKGROUND_COMMIT: Option<&str> = Some("SET LOCAL synchronous_commit = off
 /// The texts of the JSON array bound as `$2`, as a one-column subquery (`value`).
 const JSON_TEXTS: &str = "SELECT jsonb_array_elements_text($2::jsonb) AS value";
 
-/// "Is one of the texts of the JSON array bound as `$2`", as the right side of a
-/// condition. As an array, the texts are index keys whatever the planner believes of the
-/// table: an `IN` over the set-returning function can become a nested loop that runs the
-/// function once per row of a table whose statistics are not yet gathered.
-const IN_JSON_TEXTS: &str = "= ANY (ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))";
-
 /// Appended to the read of a group's known users: ingest locks them up front, in key
 /// order, so that two collectors' groups touching the same users wait for each other
 /// instead of deadlocking over rows each locked in its own order.
 const LOCK_ROWS: &str = "FOR UPDATE";
+
+/// `SELECT {columns}` of the rows of `table` (named `t`) that match `condition` for a text
+/// `v.value` of the JSON array bound as `$2`, looked up text by text. The lateral subquery
+/// with `OFFSET 0` cannot be flattened into a join, so PostgreSQL loops over the texts and
+/// probes the table's key for each, whatever it believes of the table's size. Without
+/// statistics (no ANALYZE yet, or autovacuum off) it otherwise picks plans that compare
+/// every row of the environment with every text: hundreds of milliseconds for a group of a
+/// few thousand ids in a table of ten thousand rows.
+fn json_text_probe(columns: &str, table: &str, condition: &str) -> String {
+    format!(
+        "SELECT {columns} FROM jsonb_array_elements_text($2::jsonb) AS v(value) \
+         CROSS JOIN LATERAL (SELECT * FROM {table} AS t WHERE {condition} OFFSET 0) AS t"
+    )
+}
 
 // Ingest writes the rows of a group with one statement per table, from a JSON array of
 // rows bound as `$2` (see the SQLite backend).
@@ -77,11 +85,6 @@ const INSERT_RESPONSES: &str = "INSERT INTO responses (environment_id, message_i
      (value ->> 4)::timestamptz, (value ->> 5)::timestamptz \
      FROM jsonb_array_elements($2::jsonb) \
      ON CONFLICT (environment_id, message_id) DO NOTHING";
-
-/// Users' traits: user key, traits.
-const UPDATE_TRAITS: &str = "UPDATE users SET traits = t.value -> 1 \
-     FROM jsonb_array_elements($2::jsonb) AS t \
-     WHERE users.environment_id = $1 AND users.id = t.value ->> 0";
 
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Postgres;

@@ -44,13 +44,16 @@ const BACKGROUND_COMMIT: Option<&str> = None;
 /// The texts of the JSON array bound as `$2`, as a one-column subquery (`value`).
 const JSON_TEXTS: &str = "SELECT value FROM json_each($2)";
 
-/// "Is one of the texts of the JSON array bound as `$2`", as the right side of a
-/// condition (see the PostgreSQL backend).
-const IN_JSON_TEXTS: &str = "IN (SELECT value FROM json_each($2))";
-
 /// A write transaction holds the whole database, so rows need no lock of their own (see
 /// the PostgreSQL backend).
 const LOCK_ROWS: &str = "";
+
+/// `SELECT {columns}` of the rows of `table` (named `t`) that match `condition` for a text
+/// `v.value` of the JSON array bound as `$2`, looked up text by text: `CROSS JOIN` makes
+/// SQLite loop over the texts and probe the table's index for each.
+fn json_text_probe(columns: &str, table: &str, condition: &str) -> String {
+    format!("SELECT {columns} FROM json_each($2) AS v CROSS JOIN {table} AS t WHERE {condition}")
+}
 
 // Ingest writes the rows of a group with one statement per table, from a JSON array of
 // rows bound as `$2` (each row an array, times as RFC 3339 text), with the environment as
@@ -77,10 +80,6 @@ const INSERT_RESPONSES: &str = "INSERT INTO responses (environment_id, message_i
      SELECT $1, value ->> 0, value ->> 1, value ->> 2, value -> 3, value ->> 4, \
      value ->> 5 FROM json_each($2) WHERE true \
      ON CONFLICT (environment_id, message_id) DO NOTHING";
-
-/// Users' traits: user key, traits.
-const UPDATE_TRAITS: &str = "UPDATE users SET traits = t.value -> 1 FROM json_each($2) AS t \
-     WHERE users.environment_id = $1 AND users.id = t.value ->> 0";
 
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Sqlite;
