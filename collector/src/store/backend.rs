@@ -414,6 +414,9 @@ impl Backend {
     /// one of the message ids meanwhile and nothing was committed.
     async fn try_store_batches(&self, batches: &[&WriteBatch]) -> Result<Option<Vec<WriteReport>>> {
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        for setting in INGEST_PLANNER {
+            sqlx::query(setting).execute(&mut *tx).await?;
+        }
         let mut session = WriteSession::new(&self.suppression_key);
         let mut reports = Vec::with_capacity(batches.len());
 
@@ -576,9 +579,6 @@ impl Backend {
     }
 }
 
-/// Users whose activity or traits one statement updates.
-const USERS_PER_STATEMENT: usize = 500;
-
 /// Attempts at a group whose message ids another collector keeps storing meanwhile.
 const STORE_ATTEMPTS: usize = 3;
 
@@ -683,7 +683,7 @@ struct EventRow<'a>(
     String,
 );
 
-/// A row of users' traits: user key, traits.
+/// A user whose traits changed: user key, traits.
 type TraitsRow<'r> = (&'r str, &'r Map<String, Value>);
 
 /// A `responses` row: message id, user key, survey id, answers, time, received at.
@@ -697,24 +697,6 @@ static NO_PROPERTIES: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyL
 /// (the form sqlx gives a bound time there) and PostgreSQL casts.
 fn time_text(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
-}
-
-/// `($2, $3), ($4, $5)`: the placeholders of a VALUES list of `rows` rows of `columns`
-/// values each, after `$1`.
-fn placeholders(rows: usize, columns: usize) -> String {
-    let mut list = String::with_capacity(rows * columns * 6);
-    for row in 0..rows {
-        list.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..columns {
-            if column > 0 {
-                list.push_str(", ");
-            }
-            list.push('$');
-            list.push_str(&(2 + row * columns + column).to_string());
-        }
-        list.push(')');
-    }
-    list
 }
 
 /// Rows as the JSON array the multi-row statements read. (Serialising maps with string
@@ -1075,26 +1057,11 @@ impl<'a> WriteSession<'a> {
         }
         for (env, mut users) in changed {
             users.sort_unstable_by_key(|(user_key, _)| *user_key);
-            for chunk in users.chunks(USERS_PER_STATEMENT) {
-                // `column1` and `column2` are what both databases name the columns of
-                // VALUES; a VALUES list, unlike a JSON array, tells the planner its size, so
-                // it looks each user up by key instead of scanning the table. Like every
-                // statement whose best plan depends on how large the tables have grown, it
-                // is not kept prepared: PostgreSQL would otherwise settle on one plan after
-                // a few runs and keep it, and a plan made while a table was small (a scan)
-                // becomes ruinous once it is large, with no ANALYZE to replace it when
-                // autovacuum is off.
-                let sql = format!(
-                    "UPDATE users SET traits = a.column2 FROM (VALUES {}) AS a \
-                     WHERE users.environment_id = $1 AND users.id = a.column1",
-                    placeholders(chunk.len(), 2)
-                );
-                let mut query = sqlx::query(&sql).persistent(false).bind(env.as_str());
-                for (user_key, traits) in chunk {
-                    query = query.bind(*user_key).bind(Json(*traits));
-                }
-                query.execute(&mut *conn).await?;
-            }
+            let rows: Vec<[String; 2]> = users
+                .into_iter()
+                .map(|(user_key, traits)| Ok([user_key.to_owned(), rows_json(traits)?]))
+                .collect::<Result<_>>()?;
+            update_users(conn, env, "traits = a.column2", &["", "::jsonb"], &rows).await?;
         }
         Ok(true)
     }
@@ -1114,8 +1081,7 @@ impl<'a> WriteSession<'a> {
         span.1 = span.1.max(last);
     }
 
-    /// Moves first and last seen of every user active in this transaction, a few hundred
-    /// users per statement, in key order.
+    /// Moves first and last seen of every user active in this transaction, in key order.
     async fn record_activity(&mut self, conn: &mut Conn) -> Result<()> {
         let mut spans: Vec<_> = self.activity.drain().collect();
         spans.sort_by(|a, b| (a.0 .0.as_str(), &a.0 .1).cmp(&(b.0 .0.as_str(), &b.0 .1)));
@@ -1125,25 +1091,24 @@ impl<'a> WriteSession<'a> {
             let end = spans[start..]
                 .iter()
                 .position(|((other, _), _)| other != env)
-                .map_or(spans.len(), |n| start + n)
-                .min(start + USERS_PER_STATEMENT);
-            let chunk = &spans[start..end];
-            // `column1` to `column3` are what both databases name the columns of VALUES.
-            let sql = format!(
-                "UPDATE users SET \
-                 first_seen = CASE WHEN a.column2 < users.first_seen \
+                .map_or(spans.len(), |n| start + n);
+            let rows: Vec<[String; 3]> = spans[start..end]
+                .iter()
+                .map(|((_, user_key), (first, last))| {
+                    [user_key.clone(), time_text(*first), time_text(*last)]
+                })
+                .collect();
+            update_users(
+                conn,
+                env,
+                "first_seen = CASE WHEN a.column2 < users.first_seen \
                    THEN a.column2 ELSE users.first_seen END, \
                  last_seen = CASE WHEN a.column3 > users.last_seen \
-                   THEN a.column3 ELSE users.last_seen END \
-                 FROM (VALUES {}) AS a \
-                 WHERE users.environment_id = $1 AND users.id = a.column1",
-                placeholders(chunk.len(), 3)
-            );
-            let mut query = sqlx::query(&sql).persistent(false).bind(env.as_str());
-            for ((_, user_key), (first, last)) in chunk {
-                query = query.bind(user_key).bind(*first).bind(*last);
-            }
-            query.execute(&mut *conn).await?;
+                   THEN a.column3 ELSE users.last_seen END",
+                &["", "::timestamptz", "::timestamptz"],
+                &rows,
+            )
+            .await?;
             start = end;
         }
         Ok(())

@@ -86,6 +86,47 @@ const INSERT_RESPONSES: &str = "INSERT INTO responses (environment_id, message_i
      FROM jsonb_array_elements($2::jsonb) \
      ON CONFLICT (environment_id, message_id) DO NOTHING";
 
+/// PostgreSQL needs no planner settings for ingest: its statements find their rows with
+/// [`json_text_probe`]-style lookups, whose plan does not depend on statistics.
+const INGEST_PLANNER: &[&str] = &[];
+
+/// Updates the users keyed by the first text of each of `rows`, with `set` naming a row's
+/// texts `a.column1`, `a.column2` and so on, each cast as `casts` says: one statement
+/// whatever the number of rows, from a JSON array bound as `$2`. Each user is found by a
+/// key lookup (locked, as ingest locks the users it writes) and updated by its row
+/// address, so the plan is the same whatever PostgreSQL believes of the table's size;
+/// a join of the rows to `users` would be planned as a scan of the environment's users
+/// where there are no statistics.
+async fn update_users<const N: usize>(
+    conn: &mut Conn,
+    env: &EnvironmentId,
+    set: &str,
+    casts: &[&str; N],
+    rows: &[[String; N]],
+) -> Result<()> {
+    let columns: Vec<String> = casts
+        .iter()
+        .enumerate()
+        .map(|(n, cast)| format!("(v.value ->> {n}){cast} AS column{}", n + 1))
+        .collect();
+    let sql = format!(
+        "UPDATE users SET {set} FROM (SELECT u.ctid AS target, {} \
+         FROM jsonb_array_elements($2::jsonb) AS v(value) \
+         CROSS JOIN LATERAL (SELECT ctid FROM users AS t \
+           WHERE t.environment_id = $1 AND t.id = v.value ->> 0 OFFSET 0 FOR UPDATE) AS u) AS a \
+         WHERE users.ctid = a.target AND users.environment_id = $1",
+        columns.join(", ")
+    );
+    sqlx::query(&sql)
+        .bind(env.as_str())
+        .bind(rows_json(
+            &rows.iter().map(|row| &row[..]).collect::<Vec<_>>(),
+        )?)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Postgres;
 

@@ -81,6 +81,55 @@ const INSERT_RESPONSES: &str = "INSERT INTO responses (environment_id, message_i
      value ->> 5 FROM json_each($2) WHERE true \
      ON CONFLICT (environment_id, message_id) DO NOTHING";
 
+/// Users one `UPDATE` of [`update_users`] changes.
+const USERS_PER_STATEMENT: usize = 500;
+
+/// `($2, $3), ($4, $5)`: the placeholders of a VALUES list of `rows` rows of `columns`
+/// values each, after `$1`.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut list = String::with_capacity(rows * columns * 6);
+    for row in 0..rows {
+        list.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                list.push_str(", ");
+            }
+            list.push('$');
+            list.push_str(&(2 + row * columns + column).to_string());
+        }
+        list.push(')');
+    }
+    list
+}
+
+/// SQLite needs no planner settings for ingest (see the PostgreSQL backend).
+const INGEST_PLANNER: &[&str] = &[];
+
+/// Updates the users keyed by the first text of each of `rows`, with `set` naming a row's
+/// texts `a.column1`, `a.column2` and so on: a VALUES list of a few hundred rows per
+/// statement, which SQLite joins to the users by key. (`casts` are PostgreSQL's.)
+async fn update_users<const N: usize>(
+    conn: &mut Conn,
+    env: &EnvironmentId,
+    set: &str,
+    _casts: &[&str; N],
+    rows: &[[String; N]],
+) -> Result<()> {
+    for chunk in rows.chunks(USERS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE users SET {set} FROM (VALUES {}) AS a \
+             WHERE users.environment_id = $1 AND users.id = a.column1",
+            placeholders(chunk.len(), N)
+        );
+        let mut query = sqlx::query(&sql).bind(env.as_str());
+        for value in chunk.iter().flatten() {
+            query = query.bind(value.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// The dialect segment filters compile to.
 const DIALECT: crate::segment::Dialect = crate::segment::Dialect::Sqlite;
 
