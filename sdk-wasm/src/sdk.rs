@@ -184,6 +184,10 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     /// adopted: ten minutes, far longer than the longest retry delay.
     pub const ORPHAN_AFTER_MS: f64 = 10.0 * 60.0 * 1000.0;
 
+    /// What the requests of a page going away may carry in all: browsers refuse a
+    /// `keepalive` fetch or a beacon that would put more than 64 KiB in flight.
+    pub const LEAVE_BUDGET: usize = 64 * 1024;
+
     /// Starts the SDK with `config`: restores consent choices stored earlier and, if they
     /// (or the mode) allow tracking, the identity and this tab's queue.
     ///
@@ -296,7 +300,10 @@ impl<E: Environment, S: Store> Sdk<E, S> {
                     call.page = self.env.page();
                 }
                 if self.pending.len() >= self.config.max_pending {
+                    // Counted like the queue's own drops: the count travels as
+                    // `context.dropped` on the first batch sent once consent is granted.
                     self.pending.pop_front();
+                    self.queue.count_dropped(1);
                 }
                 self.pending.push_back(call);
                 Ok(Recorded::Held)
@@ -324,8 +331,10 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             self.save_consent();
             while let Some(call) = self.pending.pop_front() {
                 // A held call that fails now (too large after merging traits) cannot be
-                // reported to its caller any more; it is dropped like a refused one.
-                let _ = self.apply(&call);
+                // reported to its caller any more; it is dropped, and counted as dropped.
+                if self.apply(&call).is_err() {
+                    self.queue.count_dropped(1);
+                }
             }
         } else if changed && self.persisting {
             self.record_consent()?;
@@ -462,6 +471,41 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             &self.config.write_key,
             &sent_at,
         )
+    }
+
+    /// The page is going away: hands every waiting message to `send(batch, keepalive)` in
+    /// batches that requests outliving the page may carry, then stores what is left.
+    ///
+    /// Browsers refuse such requests (`fetch` with `keepalive` and `sendBeacon` alike) past
+    /// [`Sdk::LEAVE_BUDGET`] bytes in flight, so the batches are cut to what is left of it,
+    /// whatever `flushBytes` allows, and go with `keepalive` (settled later, by their
+    /// answer). Past the budget, each batch (at most the whole budget) is offered as a
+    /// beacon (`keepalive` false): `send` returns whether the browser took it. The first
+    /// refusal ends the flush; what it left stays stored for the next page.
+    pub fn leave(&mut self, mut send: impl FnMut(&Batch, bool) -> bool) {
+        let mut room = Some(Self::LEAVE_BUDGET);
+        while let Some(batch) = self.next_batch(room.unwrap_or(Self::LEAVE_BUDGET)) {
+            let size = batch.body().len();
+            if let Some(left) = room.filter(|left| size <= *left) {
+                room = Some(left - size);
+                send(&batch, true);
+                continue;
+            }
+            room = None;
+            if send(&batch, false) {
+                self.settle(batch.id(), &Outcome::Delivered);
+            } else {
+                self.settle(
+                    batch.id(),
+                    &Outcome::Retry {
+                        status: 0,
+                        retry_after_ms: Some(0),
+                    },
+                );
+                break;
+            }
+        }
+        self.save();
     }
 
     /// Records how the request for `batch` ended; returns the delay before the next try
