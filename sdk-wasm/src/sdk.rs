@@ -171,8 +171,16 @@ pub struct Sdk<E, S> {
     queue: Queue,
     backoff: Backoff,
     retry_at_ms: f64,
+    /// Bytes handed to `keepalive` requests by [`Sdk::leave`] while requests are under way:
+    /// a page fires both `pagehide` and `visibilitychange` as it goes, and the second
+    /// flush must not count on the budget the first one used.
+    leaving: usize,
     tab: Option<String>,
     persisting: bool,
+    /// Since `pagehide`, until the page is shown again: the tab counts as closed, and
+    /// storing the queue (as the `visibilitychange` that follows `pagehide` does) must not
+    /// mark it live again, or no tab would take the queue over for ten minutes.
+    closed: bool,
     dirty: bool,
     /// Whether the last write of the queue to storage went through.
     queue_stored: bool,
@@ -225,8 +233,10 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             traits: "{}".to_owned(),
             pending: VecDeque::new(),
             retry_at_ms: 0.0,
+            leaving: 0,
             tab: None,
             persisting: false,
+            closed: false,
             dirty: false,
             queue_stored: false,
             storage_failed: false,
@@ -477,17 +487,22 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     /// batches that requests outliving the page may carry, then stores what is left.
     ///
     /// Browsers refuse such requests (`fetch` with `keepalive` and `sendBeacon` alike) past
-    /// [`Sdk::LEAVE_BUDGET`] bytes in flight, so the batches are cut to what is left of it,
-    /// whatever `flushBytes` allows, and go with `keepalive` (settled later, by their
-    /// answer). Past the budget, each batch (at most the whole budget) is offered as a
-    /// beacon (`keepalive` false): `send` returns whether the browser took it. The first
-    /// refusal ends the flush; what it left stays stored for the next page.
+    /// [`Sdk::LEAVE_BUDGET`] bytes in flight, so the batches are cut to what is left of it
+    /// (after an earlier leave whose requests are still under way, too), whatever
+    /// `flushBytes` allows, and go with `keepalive` (settled later, by their answer). Past
+    /// the budget, each batch (at most the whole budget) is offered as a beacon
+    /// (`keepalive` false): `send` returns whether the browser took it. The first refusal
+    /// ends the flush; what it left stays stored for the next page.
     pub fn leave(&mut self, mut send: impl FnMut(&Batch, bool) -> bool) {
-        let mut room = Some(Self::LEAVE_BUDGET);
+        if !self.queue.flying() {
+            self.leaving = 0;
+        }
+        let mut room = Self::LEAVE_BUDGET.checked_sub(self.leaving);
         while let Some(batch) = self.next_batch(room.unwrap_or(Self::LEAVE_BUDGET)) {
             let size = batch.body().len();
             if let Some(left) = room.filter(|left| size <= *left) {
                 room = Some(left - size);
+                self.leaving += size;
                 send(&batch, true);
                 continue;
             }
@@ -550,7 +565,9 @@ impl<E: Environment, S: Store> Sdk<E, S> {
         };
         let encoded = self.queue.encode();
         self.queue_stored = self.write(&key(QUEUE_PREFIX, &tab), &encoded);
-        self.touch_live(&tab);
+        if !self.closed {
+            self.touch_live(&tab);
+        }
     }
 
     /// The page is going away (or into the back-forward cache): stores the queue and marks
@@ -561,11 +578,13 @@ impl<E: Environment, S: Store> Sdk<E, S> {
         if let Some(tab) = &self.tab {
             self.store.remove(&key(LIVE_PREFIX, tab));
         }
+        self.closed = true;
     }
 
     /// The page came back from the back-forward cache: takes the tab's stored queue up
     /// again, as another tab may have adopted it meanwhile, unless storing it failed.
     pub fn page_shown(&mut self) {
+        self.closed = false;
         let Some(tab) = self.tab.clone() else {
             return;
         };

@@ -756,8 +756,9 @@ fn a_held_call_too_large_to_replay_is_counted_as_dropped() {
     assert_eq!(sent[0]["context"]["dropped"], 1);
 }
 
-/// What a page leave handed to the browser: `(body length, keepalive, events)` per batch.
-type Left = Vec<(usize, bool, Vec<String>)>;
+/// What a page leave handed to the browser: `(body length, keepalive, events, flight)` per
+/// batch.
+type Left = Vec<(usize, bool, Vec<String>, u64)>;
 
 /// Batches cut by `flush_bytes` alone, and a queue that drops nothing.
 fn leaving_config(flush_bytes: usize) -> Config {
@@ -796,7 +797,7 @@ fn leave(sdk: &mut Sdk<Fixed, MemoryStore>, beacons: bool) -> Left {
             .iter()
             .map(|m| m["event"].as_str().unwrap().to_owned())
             .collect();
-        left.push((batch.body().len(), keepalive, events));
+        left.push((batch.body().len(), keepalive, events, batch.id()));
         keepalive || beacons
     });
     left
@@ -816,9 +817,50 @@ fn a_page_leave_cuts_batches_to_the_keepalive_budget_whatever_flush_bytes_allows
         keepalive.iter().sum::<usize>() > Sdk::<Fixed, MemoryStore>::LEAVE_BUDGET - 2000,
         "the budget is filled: {keepalive:?}"
     );
-    let beacons: Vec<&(usize, bool, Vec<String>)> = left.iter().filter(|b| !b.1).collect();
+    let beacons: Vec<_> = left.iter().filter(|b| !b.1).collect();
     assert_eq!(beacons.len(), 1, "a refused beacon ends the flush");
     assert!(sdk.queued() > 0, "the rest waits for the next page");
+}
+
+#[test]
+fn pagehide_and_visibilitychange_together_stay_within_the_budget_until_their_requests_end() {
+    let budget = Sdk::<Fixed, MemoryStore>::LEAVE_BUDGET;
+    let mut sdk = queued_for_leaving(16_000, &[1000; 100]);
+    let keepalive = |left: &Left| -> usize { left.iter().filter(|b| b.1).map(|b| b.0).sum() };
+
+    let first = leave(&mut sdk, false);
+    let second = leave(&mut sdk, false);
+    for flight in first.iter().chain(&second).filter(|b| b.1) {
+        sdk.settle(flight.3, &Outcome::Delivered);
+    }
+    let later = leave(&mut sdk, false);
+
+    assert!(
+        keepalive(&first) + keepalive(&second) <= budget,
+        "{first:?} {second:?}"
+    );
+    assert!(keepalive(&first) > budget - 2000, "{first:?}");
+    assert!(
+        keepalive(&later) > budget - 2000,
+        "answered requests free the budget: {later:?}"
+    );
+}
+
+#[test]
+fn a_flush_on_visibilitychange_after_pagehide_leaves_the_tab_closed_for_others_to_adopt() {
+    let mut sdk = queued_for_leaving(16_000, &[1000; 100]);
+
+    leave(&mut sdk, false);
+    sdk.page_hidden();
+    leave(&mut sdk, false);
+    let mut store = sdk.into_store();
+    store.session.clear();
+    let mut other_tab = sdk_with(leaving_config(16_000), Fixed::new(), store);
+
+    assert!(
+        other_tab.adopt_orphans() > 0,
+        "the closed tab's queue is taken over"
+    );
 }
 
 proptest::proptest! {
@@ -842,7 +884,7 @@ proptest::proptest! {
 
         let in_flight: usize = left.iter().filter(|b| b.1).map(|b| b.0).sum();
         proptest::prop_assert!(in_flight <= budget, "{in_flight}");
-        for (bytes, _, _) in &left {
+        for (bytes, ..) in &left {
             proptest::prop_assert!(*bytes <= budget, "{bytes}");
         }
         let first_beacon = left.iter().position(|b| !b.1).unwrap_or(left.len());
