@@ -110,6 +110,31 @@ test('a grant replays held calls with their original timestamps', async () => {
   await ctx.close();
 });
 
+test('held calls pushed out by maxPendingCalls are counted in context.dropped after the grant', async () => {
+  const ctx = await context();
+  const requests = await recordBatches(ctx);
+  const page = await openFixture(ctx, collector);
+
+  await page.evaluate(async (key) => {
+    const ebb = window.ebbSdk;
+    await ebb.load(key, { maxPendingCalls: 2 });
+    for (const event of ['Held 1', 'Held 2', 'Held 3', 'Held 4']) await ebb.track(event);
+    await ebb.consent.grant();
+    await ebb.identify('held-bound-user');
+    await ebb.flush();
+  }, key);
+  await waitForUser(collector, 'held-bound-user', () => true);
+
+  const messages = requests.flatMap((request) => request.messages);
+  assert.deepEqual(
+    messages.filter((m) => m.event?.startsWith('Held')).map((m) => m.event),
+    ['Held 3', 'Held 4'],
+  );
+  assert.equal(messages[0].context.dropped, 2, 'the two pushed out, on the first message sent');
+  assert.ok(messages.slice(1).every((m) => m.context.dropped === undefined));
+  await ctx.close();
+});
+
 test('a deny drops the held calls; a later grant does not bring them back', async () => {
   const ctx = await context();
   const requests = await recordBatches(ctx);
