@@ -70,9 +70,12 @@ export type Categories = string | string[];
  */
 export function load(writeKey: string, options?: LoadOptions): Promise<void>;
 
-/** Records who the user is; later messages carry `userId`. Resolves once recorded. */
+/**
+ * Records who the user is; later messages carry `userId`. Resolves once recorded. Without
+ * a `userId` (left out, `undefined` or `null`) the traits are those of the current user.
+ */
 export function identify(
-  userId: string | number,
+  userId?: string | number | null,
   traits?: Fields,
   options?: IdentifyOptions,
 ): Promise<void>;

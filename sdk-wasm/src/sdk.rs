@@ -171,8 +171,16 @@ pub struct Sdk<E, S> {
     queue: Queue,
     backoff: Backoff,
     retry_at_ms: f64,
+    /// Bytes handed to `keepalive` requests by [`Sdk::leave`] while requests are under way:
+    /// a page fires both `pagehide` and `visibilitychange` as it goes, and the second
+    /// flush must not count on the budget the first one used.
+    leaving: usize,
     tab: Option<String>,
     persisting: bool,
+    /// Since `pagehide`, until the page is shown again: the tab counts as closed, and
+    /// storing the queue (as the `visibilitychange` that follows `pagehide` does) must not
+    /// mark it live again, or no tab would take the queue over for ten minutes.
+    closed: bool,
     dirty: bool,
     /// Whether the last write of the queue to storage went through.
     queue_stored: bool,
@@ -183,6 +191,10 @@ impl<E: Environment, S: Store> Sdk<E, S> {
     /// A tab whose queue was not written for this long counts as gone, and its queue is
     /// adopted: ten minutes, far longer than the longest retry delay.
     pub const ORPHAN_AFTER_MS: f64 = 10.0 * 60.0 * 1000.0;
+
+    /// What the requests of a page going away may carry in all: browsers refuse a
+    /// `keepalive` fetch or a beacon that would put more than 64 KiB in flight.
+    pub const LEAVE_BUDGET: usize = 64 * 1024;
 
     /// Starts the SDK with `config`: restores consent choices stored earlier and, if they
     /// (or the mode) allow tracking, the identity and this tab's queue.
@@ -221,8 +233,10 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             traits: "{}".to_owned(),
             pending: VecDeque::new(),
             retry_at_ms: 0.0,
+            leaving: 0,
             tab: None,
             persisting: false,
+            closed: false,
             dirty: false,
             queue_stored: false,
             storage_failed: false,
@@ -296,7 +310,10 @@ impl<E: Environment, S: Store> Sdk<E, S> {
                     call.page = self.env.page();
                 }
                 if self.pending.len() >= self.config.max_pending {
+                    // Counted like the queue's own drops: the count travels as
+                    // `context.dropped` on the first batch sent once consent is granted.
                     self.pending.pop_front();
+                    self.queue.count_dropped(1);
                 }
                 self.pending.push_back(call);
                 Ok(Recorded::Held)
@@ -324,8 +341,10 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             self.save_consent();
             while let Some(call) = self.pending.pop_front() {
                 // A held call that fails now (too large after merging traits) cannot be
-                // reported to its caller any more; it is dropped like a refused one.
-                let _ = self.apply(&call);
+                // reported to its caller any more; it is dropped, and counted as dropped.
+                if self.apply(&call).is_err() {
+                    self.queue.count_dropped(1);
+                }
             }
         } else if changed && self.persisting {
             self.record_consent()?;
@@ -464,6 +483,46 @@ impl<E: Environment, S: Store> Sdk<E, S> {
         )
     }
 
+    /// The page is going away: hands every waiting message to `send(batch, keepalive)` in
+    /// batches that requests outliving the page may carry, then stores what is left.
+    ///
+    /// Browsers refuse such requests (`fetch` with `keepalive` and `sendBeacon` alike) past
+    /// [`Sdk::LEAVE_BUDGET`] bytes in flight, so the batches are cut to what is left of it
+    /// (after an earlier leave whose requests are still under way, too), whatever
+    /// `flushBytes` allows, and go with `keepalive` (settled later, by their answer). Past
+    /// the budget, each batch (at most the whole budget) is offered as a beacon
+    /// (`keepalive` false): `send` returns whether the browser took it. The first refusal
+    /// ends the flush; what it left stays stored for the next page.
+    pub fn leave(&mut self, mut send: impl FnMut(&Batch, bool) -> bool) {
+        if !self.queue.flying() {
+            self.leaving = 0;
+        }
+        let mut room = Self::LEAVE_BUDGET.checked_sub(self.leaving);
+        while let Some(batch) = self.next_batch(room.unwrap_or(Self::LEAVE_BUDGET)) {
+            let size = batch.body().len();
+            if let Some(left) = room.filter(|left| size <= *left) {
+                room = Some(left - size);
+                self.leaving += size;
+                send(&batch, true);
+                continue;
+            }
+            room = None;
+            if send(&batch, false) {
+                self.settle(batch.id(), &Outcome::Delivered);
+            } else {
+                self.settle(
+                    batch.id(),
+                    &Outcome::Retry {
+                        status: 0,
+                        retry_after_ms: Some(0),
+                    },
+                );
+                break;
+            }
+        }
+        self.save();
+    }
+
     /// Records how the request for `batch` ended; returns the delay before the next try
     /// when it is to be retried.
     pub fn settle(&mut self, batch: u64, outcome: &Outcome) -> Option<u32> {
@@ -506,7 +565,9 @@ impl<E: Environment, S: Store> Sdk<E, S> {
         };
         let encoded = self.queue.encode();
         self.queue_stored = self.write(&key(QUEUE_PREFIX, &tab), &encoded);
-        self.touch_live(&tab);
+        if !self.closed {
+            self.touch_live(&tab);
+        }
     }
 
     /// The page is going away (or into the back-forward cache): stores the queue and marks
@@ -517,11 +578,13 @@ impl<E: Environment, S: Store> Sdk<E, S> {
         if let Some(tab) = &self.tab {
             self.store.remove(&key(LIVE_PREFIX, tab));
         }
+        self.closed = true;
     }
 
     /// The page came back from the back-forward cache: takes the tab's stored queue up
     /// again, as another tab may have adopted it meanwhile, unless storing it failed.
     pub fn page_shown(&mut self) {
+        self.closed = false;
         let Some(tab) = self.tab.clone() else {
             return;
         };

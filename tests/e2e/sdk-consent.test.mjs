@@ -110,6 +110,31 @@ test('a grant replays held calls with their original timestamps', async () => {
   await ctx.close();
 });
 
+test('held calls pushed out by maxPendingCalls are counted in context.dropped after the grant', async () => {
+  const ctx = await context();
+  const requests = await recordBatches(ctx);
+  const page = await openFixture(ctx, collector);
+
+  await page.evaluate(async (key) => {
+    const ebb = window.ebbSdk;
+    await ebb.load(key, { maxPendingCalls: 2 });
+    for (const event of ['Held 1', 'Held 2', 'Held 3', 'Held 4']) await ebb.track(event);
+    await ebb.consent.grant();
+    await ebb.identify('held-bound-user');
+    await ebb.flush();
+  }, key);
+  await waitForUser(collector, 'held-bound-user', () => true);
+
+  const messages = requests.flatMap((request) => request.messages);
+  assert.deepEqual(
+    messages.filter((m) => m.event?.startsWith('Held')).map((m) => m.event),
+    ['Held 3', 'Held 4'],
+  );
+  assert.equal(messages[0].context.dropped, 2, 'the two pushed out, on the first message sent');
+  assert.ok(messages.slice(1).every((m) => m.context.dropped === undefined));
+  await ctx.close();
+});
+
 test('a deny drops the held calls; a later grant does not bring them back', async () => {
   const ctx = await context();
   const requests = await recordBatches(ctx);
@@ -201,6 +226,59 @@ test('Global Privacy Control is an objection: nothing is sent until an explicit 
   await ctx.close();
 });
 
+test('Do Not Track counts as an objection only with honorDoNotTrack', async () => {
+  const ctx = await context();
+  await ctx.addInitScript(() => {
+    Object.defineProperty(Navigator.prototype, 'doNotTrack', { get: () => '1' });
+  });
+  const requests = await recordBatches(ctx);
+  const open = async () => {
+    const page = await openFixture(ctx, collector);
+    await page.evaluate(() => localStorage.clear());
+    return page;
+  };
+
+  const honoured = await open();
+  const refused = await honoured.evaluate(async (key) => {
+    const ebb = window.ebbSdk;
+    await ebb.load(key, { consent: { mode: 'opt-out', honorDoNotTrack: true }, flushAt: 1 });
+    await ebb.identify('dnt-honoured-user');
+    await ebb.track('Ignored');
+    await ebb.flush();
+    return { signal: navigator.doNotTrack, state: ebb.consent.state(), local: localStorage.length };
+  }, key);
+  const sentWhileRefused = requests.length;
+  await honoured.evaluate(async () => {
+    await window.ebbSdk.consent.grant();
+    await window.ebbSdk.identify('dnt-honoured-user');
+    await window.ebbSdk.track('Explicitly allowed');
+    await window.ebbSdk.flush();
+  });
+  await honoured.close();
+  const ignored = await open();
+  const tracking = await ignored.evaluate(async (key) => {
+    const ebb = window.ebbSdk;
+    await ebb.load(key, { consent: { mode: 'opt-out' } });
+    await ebb.identify('dnt-ignored-user');
+    await ebb.track('Tracked');
+    await ebb.flush();
+    return ebb.consent.state();
+  }, key);
+  const honouredUser = await waitForUser(collector, 'dnt-honoured-user', (u) => tracked(u).length > 0);
+  const ignoredUser = await waitForUser(collector, 'dnt-ignored-user', (u) => tracked(u).length > 0);
+
+  assert.equal(refused.signal, '1');
+  assert.equal(sentWhileRefused, 0, 'nothing sent while the signal objects');
+  assert.equal(refused.local, 0, 'nothing stored while the signal objects');
+  assert.deepEqual([refused.state.status, refused.state.objection], ['denied', true]);
+  assert.deepEqual(tracked(honouredUser), ['Explicitly allowed']);
+  assert.deepEqual([tracking.status, tracking.objection], ['granted', false]);
+  assert.deepEqual(tracked(ignoredUser), ['Tracked']);
+  const messages = requests.flatMap((request) => request.messages);
+  assert.ok(messages.every((m) => m.context.gpc === undefined), 'Do Not Track is not GPC');
+  await ctx.close();
+});
+
 test('storage that throws still leaves a working SDK in memory', async () => {
   for (const [name, breakStorage] of [
     [
@@ -245,7 +323,8 @@ test('storage that throws still leaves a working SDK in memory', async () => {
   }
 });
 
-const SNIPPET_CALLS = (key, user) => `
+const SNIPPET_CALLS = (key, user, after = '') => `
+  window.ebbCalledAt = Date.now();
   ebb.load(${JSON.stringify(key)}, { host: location.origin });
   ebb.consent.grant('analytics');
   ebb.identify(${JSON.stringify(user)}, { via: 'snippet' });
@@ -253,35 +332,64 @@ const SNIPPET_CALLS = (key, user) => `
   ebb.page('Landing', { section: 'top' });
   ebb.track('Second');
   window.ebbDone = ebb.flush().then(() => 'flushed', (e) => 'failed: ' + e.message);
+  ${after}
 `;
 
-test('calls made before the module loaded arrive in order with their call time', async () => {
+test('calls made before the module loaded arrive in order with their call time and page', async () => {
   const ctx = await browser.newContext();
-  await serveSnippetFixture(ctx, collector, SNIPPET_CALLS(key, 'snippet-user'));
+  // The page moves on (a single-page app's pushState) right after the calls, and the
+  // module arrives 1.5 s later: a replay that took its time or page from the moment it
+  // ran would be far off both.
+  const moved = "history.pushState({}, '', '/moved-on');";
+  await serveSnippetFixture(ctx, collector, SNIPPET_CALLS(key, 'snippet-user', moved));
+  let released = null;
+  await ctx.route(
+    (url) => url.pathname === '/sdk/ebb.min.js',
+    async (route) => {
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      released = Date.now();
+      await route.continue();
+    },
+  );
   const page = await ctx.newPage();
   const errors = watchPageErrors(page);
   const requests = await recordBatches(ctx);
-  const opened = Date.now();
 
   await page.goto(`${collector.base}${SNIPPET_FIXTURE}`);
   const done = await page.waitForFunction(() => window.ebbDone).then((handle) => handle.evaluate((p) => p));
   const user = await waitForUser(collector, 'snippet-user', (u) => tracked(u).length === 2);
+  const { calledAt, path } = await page.evaluate(() => ({
+    calledAt: window.ebbCalledAt,
+    path: location.pathname,
+  }));
 
   assert.equal(done, 'flushed');
-  const activity = user.events
-    .filter((e) => e.event !== 'Segment Consent Preference Updated')
-    .map((e) => e.event ?? e.name ?? e.type);
+  assert.equal(path, '/moved-on', 'the page had moved on before the module replayed');
+  assert.ok(released - calledAt >= 1400, `the module came ${released - calledAt} ms after the calls`);
+  const isConsent = (m) => m.event === 'Segment Consent Preference Updated';
+  const activity = user.events.filter((e) => !isConsent(e));
   // Calls made in one millisecond share a timestamp, so the collector's order among them
   // is its own; the order the SDK sent them in is checked on the requests below.
-  assert.deepEqual(activity.sort(), ['First', 'Landing', 'Second']);
+  assert.deepEqual(activity.map((e) => e.event ?? e.name ?? e.type).sort(), ['First', 'Landing', 'Second']);
+  for (const event of activity) {
+    const at = Date.parse(event.timestamp);
+    assert.ok(released - at >= 1000, `stored at the call time, ${released - at} ms before the load`);
+  }
   assert.deepEqual(user.traits, { via: 'snippet' });
-  const sent = requests.flatMap((r) => r.messages).filter((m) => m.type !== 'track' || m.event !== 'Segment Consent Preference Updated');
+  const messages = requests.flatMap((r) => r.messages);
+  const sent = messages.filter((m) => !isConsent(m));
   assert.deepEqual(sent.map((m) => m.type), ['identify', 'track', 'page', 'track']);
   assert.deepEqual(sent.map((m) => m.event ?? m.name ?? null), [null, 'First', 'Landing', 'Second']);
   for (const message of sent) {
-    assert.ok(Date.parse(message.timestamp) >= opened - 1000, 'a call-time timestamp');
+    const at = Date.parse(message.timestamp);
+    assert.ok(Math.abs(at - calledAt) < 300, `${message.type} timed ${at - calledAt} ms from its call`);
     assert.equal(message.context.page.path, SNIPPET_FIXTURE);
+    assert.equal(new URL(message.context.page.url).pathname, SNIPPET_FIXTURE);
   }
+  // The grant's own record is made when the module runs it, on the page as it is then.
+  const grant = messages.find(isConsent);
+  assert.ok(Date.parse(grant.timestamp) >= released - 50, 'the consent record is timed at the replay');
+  assert.equal(grant.context.page.path, '/moved-on');
   assert.equal(await page.evaluate(() => typeof window.ebb.consent.state), 'function');
   assert.deepEqual(errors, []);
   await ctx.close();

@@ -1,7 +1,9 @@
 // Shared pieces of the SDK's browser tests: a fixture page on the collector's origin that
 // exposes the SDK as `window.ebbSdk`, a recorder of the batches a browser context posts,
-// and polling of the admin API until what a test expects has arrived.
+// a relay that records the batches a leaving page posts, and polling of the admin API
+// until what a test expects has arrived.
 import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { repoRoot } from './harness.mjs';
 
@@ -53,10 +55,13 @@ ${calls}
   );
 }
 
-/** Opens the fixture page and waits for the SDK module to be imported. */
-export async function openFixture(context, collector) {
+/**
+ * Opens the fixture page at `server.base` (the collector, or a relay in front of it) and
+ * waits for the SDK module to be imported.
+ */
+export async function openFixture(context, server) {
   const page = await context.newPage();
-  await page.goto(`${collector.base}${FIXTURE}`);
+  await page.goto(`${server.base}${FIXTURE}`);
   await page.waitForFunction(() => window.ebbImported === true);
   return page;
 }
@@ -99,6 +104,63 @@ export async function recordBatches(context, answer = () => undefined) {
     },
   );
   return requests;
+}
+
+/**
+ * Starts an HTTP relay on a free port in front of the collector: it passes every request
+ * on and answers with the collector's answer, and records each batch it passes
+ * (`{bytes, ids, status}`, ids `null` for a body that is not JSON). A page opened at
+ * `relay.base` sends its batches there, same-origin. Playwright's routes do not see the
+ * requests a page sends as it goes away (they reach the network unrouted); the relay
+ * does. `close()` stops it.
+ */
+export async function startRelay(collector) {
+  const requests = [];
+  const server = createServer(async (request, response) => {
+    const chunks = [];
+    for await (const chunk of request) chunks.push(chunk);
+    const body = Buffer.concat(chunks);
+    const batch = request.method === 'POST' && request.url === '/v1/batch';
+    let entry = null;
+    if (batch) {
+      let ids = null;
+      try {
+        ids = JSON.parse(body.toString('utf8')).batch.map((message) => message.messageId);
+      } catch {}
+      entry = { bytes: body.length, ids, status: null };
+      requests.push(entry);
+    }
+
+    const headers = {};
+    for (const name of ['content-type', 'authorization']) {
+      if (request.headers[name]) headers[name] = request.headers[name];
+    }
+    const answer = await fetch(collector.base + request.url, {
+      method: request.method,
+      headers,
+      body: request.method === 'GET' || request.method === 'HEAD' ? undefined : body,
+    });
+    if (entry) entry.status = answer.status;
+    response.writeHead(answer.status, {
+      'content-type': answer.headers.get('content-type') ?? 'application/octet-stream',
+    });
+    response.end(Buffer.from(await answer.arrayBuffer()));
+  });
+  await new Promise((listening) => server.listen(0, '127.0.0.1', listening));
+  return {
+    base: `http://127.0.0.1:${server.address().port}`,
+    requests,
+    close: () => new Promise((closed) => server.close(closed)),
+  };
+}
+
+/** An origin where nothing listens: a port taken from the system and let go again. */
+export async function unreachableHost() {
+  const server = createServer();
+  await new Promise((listening) => server.listen(0, '127.0.0.1', listening));
+  const { port } = server.address();
+  await new Promise((closed) => server.close(closed));
+  return `http://127.0.0.1:${port}`;
 }
 
 /** Message ids of the messages that the collector answered 200 for. */

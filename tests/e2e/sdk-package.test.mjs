@@ -1,10 +1,12 @@
-// The SDK as an npm package: its TypeScript declarations type-check an app, Vite bundles
-// that app and the bundle works in Chromium against a real collector, and importing the
-// entry where there is no `window` (server-side rendering) neither throws nor does anything.
+// The SDK as an npm package: an app that depends on the built package (installed in a
+// temporary project, found through its package.json) type-checks against its
+// declarations, Vite bundles that app and the bundle works in Chromium against a real
+// collector, and importing the entry where there is no `window` (server-side rendering)
+// neither throws nor does anything.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,63 +18,63 @@ const run = promisify(execFile);
 const app = join(repoRoot, 'tests', 'e2e', 'fixtures', 'vite-app');
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
 
+const tsc = join(repoRoot, 'node_modules', '.bin', 'tsc');
+
 let collector;
 let browser;
+let project;
 let outDir;
 
 before(async () => {
   collector = await startCollector();
   browser = await launchBrowser();
+  project = await appProject();
   outDir = await mkdtemp(join(tmpdir(), 'ebb-vite-'));
 });
 
 after(async () => {
   await browser?.close();
   await collector?.stop();
-  if (outDir) await rm(outDir, { recursive: true, force: true });
+  for (const dir of [project, outDir]) if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-test('the TypeScript declarations type-check an app using the whole API', async () => {
-  const tsc = join(repoRoot, 'node_modules', '.bin', 'tsc');
+/**
+ * A temporary project holding the app, with the built package installed as
+ * `node_modules/ebb-sdk`: a link to `www/sdk/`, as npm makes for a `file:` dependency. tsc
+ * and Vite find the SDK through its package.json (`exports`, `types`), as an app would.
+ */
+async function appProject() {
+  const dir = await mkdtemp(join(tmpdir(), 'ebb-app-'));
+  await cp(app, dir, { recursive: true });
+  await mkdir(join(dir, 'node_modules'));
+  await symlink(join(repoRoot, 'www', 'sdk'), join(dir, 'node_modules', 'ebb-sdk'), 'dir');
+  return dir;
+}
 
-  const { stdout } = await run(tsc, ['-p', join(app, 'tsconfig.json')]);
+test('the TypeScript declarations type-check an app using the whole API', async () => {
+  const { stdout } = await run(tsc, ['-p', join(project, 'tsconfig.json')]);
 
   assert.equal(stdout, '');
 });
 
 test('a misuse of the API is a type error', async () => {
-  const tsc = join(repoRoot, 'node_modules', '.bin', 'tsc');
-  const dir = await mkdtemp(join(tmpdir(), 'ebb-tsc-'));
-  const { writeFile } = await import('node:fs/promises');
-  await writeFile(join(dir, 'wrong.ts'), "import { track } from 'ebb-sdk';\ntrack(42);\n");
-  await writeFile(
-    join(dir, 'tsconfig.json'),
-    JSON.stringify({
-      compilerOptions: {
-        strict: true,
-        noEmit: true,
-        module: 'ESNext',
-        moduleResolution: 'Bundler',
-        lib: ['ES2022', 'DOM'],
-        paths: { 'ebb-sdk': [join(repoRoot, 'www', 'sdk', 'index.d.ts')] },
-      },
-      files: ['wrong.ts'],
-    }),
-  );
+  await writeFile(join(project, 'wrong.ts'), "import { track } from 'ebb-sdk';\ntrack(42);\n");
+  const config = JSON.parse(await readFile(join(project, 'tsconfig.json'), 'utf8'));
+  await writeFile(join(project, 'wrong.json'), JSON.stringify({ ...config, files: ['wrong.ts'] }));
 
-  const failed = await run(tsc, ['-p', join(dir, 'tsconfig.json')]).then(() => null, (error) => error);
-  await rm(dir, { recursive: true, force: true });
+  const failed = await run(tsc, ['-p', join(project, 'wrong.json')]).then(() => null, (error) => error);
+  await rm(join(project, 'wrong.ts'));
+  await rm(join(project, 'wrong.json'));
 
   assert.ok(failed, 'tsc refuses track(42)');
-  assert.match(failed.stdout, /wrong\.ts/);
+  assert.match(failed.stdout, /wrong\.ts.*TS2345/);
 });
 
-test('Vite bundles the npm package and the bundle delivers to the collector', async () => {
+test('Vite bundles the installed package and the bundle delivers to the collector', async () => {
   await build({
-    root: app,
+    root: project,
     base: '/vite-app/',
     logLevel: 'warn',
-    resolve: { alias: { 'ebb-sdk': join(repoRoot, 'www', 'sdk', 'index.js') } },
     build: { outDir, emptyOutDir: true },
   });
   const context = await browser.newContext();
@@ -93,10 +95,19 @@ test('Vite bundles the npm package and the bundle delivers to the collector', as
   await page.locator('#status', { hasText: /done|failed/ }).waitFor();
   const user = await waitForUser(collector, 'vite-user', (u) => tracked(u).includes('Bundled Event'));
 
+  const data = await page.evaluate(() => ({ ...document.getElementById('status').dataset }));
+  const left = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('ebb.')));
+
   assert.equal(await page.textContent('#status'), 'done');
-  assert.equal(await page.getAttribute('#status', 'data-consent'), 'granted');
-  assert.deepEqual(user.traits, { plan: 'pro' });
+  assert.equal(data.consent, 'granted', 'the listener stopped before the deny and the withdrawal');
+  assert.equal(data.changes, '1', 'off() stopped the other listener after the grant');
+  assert.equal(data.after, 'denied');
+  assert.ok(data.anonymousId && data.resetId && data.resetId !== data.anonymousId, 'reset');
+  assert.deepEqual(left, [], 'the withdrawal erased what the SDK kept');
+  assert.deepEqual(user.traits, { plan: 'pro', seats: 3 });
+  const kinds = user.events.map((event) => event.type);
   assert.ok(user.events.some((event) => event.type === 'page' && event.name === 'Vite home'));
+  assert.ok(kinds.includes('group') && kinds.includes('alias'), kinds.join());
   assert.deepEqual(errors, []);
   await context.close();
 });

@@ -668,3 +668,240 @@ fn a_page_view_reads_the_page_even_when_the_host_saw_no_change() {
 
     assert_eq!(paths, [("track", "/a"), ("page", "/b"), ("track", "/b")]);
 }
+
+#[test]
+fn a_call_with_its_own_time_and_page_keeps_them_held_or_not() {
+    let env = Fixed::new();
+    let mut sdk = sdk_with(config(), env.clone(), MemoryStore::default());
+    let landing = Page {
+        path: "/landing".into(),
+        url: "http://site.test/landing?ref=ad".into(),
+        search: "?ref=ad".into(),
+        title: "Landing".into(),
+        referrer: "http://ads.test/".into(),
+    };
+    let made_earlier = |event: &str, at: &str| Call {
+        timestamp: Some(at.to_owned()),
+        page: Some(landing.clone()),
+        ..track(event)
+    };
+    sdk.record(made_earlier("Held", "2026-05-01T11:59:58.000Z"))
+        .unwrap();
+    env.clock.set(30);
+
+    sdk.grant(&analytics()).unwrap();
+    sdk.record(made_earlier("Replayed", "2026-05-01T11:59:59.000Z"))
+        .unwrap();
+    sdk.record(track("Now")).unwrap();
+    let sent = drain(&mut sdk);
+
+    let seen: Vec<(&str, &str, &str)> = sent[1..]
+        .iter()
+        .map(|m| {
+            (
+                m["event"].as_str().unwrap(),
+                m["timestamp"].as_str().unwrap(),
+                m["context"]["page"]["path"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("Held", "2026-05-01T11:59:58.000Z", "/landing"),
+            ("Replayed", "2026-05-01T11:59:59.000Z", "/landing"),
+            ("Now", "2026-05-01T12:00:30.000Z", "/pricing"),
+        ]
+    );
+    assert_eq!(
+        sent[2]["context"]["page"],
+        serde_json::from_str::<Value>(&landing.to_json()).unwrap()
+    );
+}
+
+#[test]
+fn held_calls_pushed_out_by_the_bound_are_counted_as_dropped() {
+    let config = config_with(|c| c.set_max_pending(2));
+    let mut sdk = sdk_with(config, Fixed::new(), MemoryStore::default());
+    for event in ["A", "B", "C", "D"] {
+        sdk.record(track(event)).unwrap();
+    }
+
+    sdk.grant(&analytics()).unwrap();
+    let sent = drain(&mut sdk);
+
+    let events: Vec<&Value> = sent.iter().map(|m| &m["event"]).collect();
+    assert_eq!(events, [CONSENT_EVENT, "C", "D"]);
+    assert_eq!(sent[0]["context"]["dropped"], 2);
+    assert!(sent[1..]
+        .iter()
+        .all(|m| m["context"].get("dropped").is_none()));
+}
+
+#[test]
+fn a_held_call_too_large_to_replay_is_counted_as_dropped() {
+    let mut sdk = sdk_with(config(), Fixed::new(), MemoryStore::default());
+    sdk.record(Call::now(Payload::Track {
+        event: "Huge".into(),
+        properties: fields(json!({"p": "x".repeat(MAX_MESSAGE_BYTES)})),
+    }))
+    .unwrap();
+    sdk.record(track("Small")).unwrap();
+
+    sdk.grant(&analytics()).unwrap();
+    let sent = drain(&mut sdk);
+
+    let events: Vec<&Value> = sent.iter().map(|m| &m["event"]).collect();
+    assert_eq!(events, [CONSENT_EVENT, "Small"]);
+    assert_eq!(sent[0]["context"]["dropped"], 1);
+}
+
+/// What a page leave handed to the browser: `(body length, keepalive, events, flight)` per
+/// batch.
+type Left = Vec<(usize, bool, Vec<String>, u64)>;
+
+/// Batches cut by `flush_bytes` alone, and a queue that drops nothing.
+fn leaving_config(flush_bytes: usize) -> Config {
+    config_with(|c| {
+        c.set_flush_bytes(flush_bytes)?;
+        c.set_flush_at(1000)?;
+        c.set_max_queue_bytes(4 << 20)
+    })
+}
+
+/// An SDK with consent granted (its consent record delivered) that queued a message of
+/// each of `sizes` bytes of properties, events `e0`, `e1`, …, under `flush_bytes`.
+fn queued_for_leaving(flush_bytes: usize, sizes: &[usize]) -> Sdk<Fixed, MemoryStore> {
+    let config = leaving_config(flush_bytes);
+    let mut sdk = sdk_with(config, Fixed::new(), MemoryStore::default());
+    sdk.grant(&analytics()).unwrap();
+    drain(&mut sdk);
+    for (n, size) in sizes.iter().enumerate() {
+        sdk.record(Call::now(Payload::Track {
+            event: format!("e{n}"),
+            properties: fields(json!({"p": "x".repeat(*size)})),
+        }))
+        .unwrap();
+    }
+    sdk
+}
+
+/// Leaves the page, the browser taking a beacon when `beacons` says so.
+fn leave(sdk: &mut Sdk<Fixed, MemoryStore>, beacons: bool) -> Left {
+    let mut left = Vec::new();
+    sdk.leave(|batch, keepalive| {
+        let body: Value = serde_json::from_str(batch.body()).unwrap();
+        let events = body["batch"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["event"].as_str().unwrap().to_owned())
+            .collect();
+        left.push((batch.body().len(), keepalive, events, batch.id()));
+        keepalive || beacons
+    });
+    left
+}
+
+#[test]
+fn a_page_leave_cuts_batches_to_the_keepalive_budget_whatever_flush_bytes_allows() {
+    // 100 messages of about 1.3 KB: 130 KB, twice what may leave with the page.
+    let mut sdk = queued_for_leaving(512_000, &[1000; 100]);
+
+    let left = leave(&mut sdk, false);
+
+    let keepalive: Vec<usize> = left.iter().filter(|b| b.1).map(|b| b.0).collect();
+    assert!(!keepalive.is_empty(), "{left:?}");
+    assert!(keepalive.iter().sum::<usize>() <= Sdk::<Fixed, MemoryStore>::LEAVE_BUDGET);
+    assert!(
+        keepalive.iter().sum::<usize>() > Sdk::<Fixed, MemoryStore>::LEAVE_BUDGET - 2000,
+        "the budget is filled: {keepalive:?}"
+    );
+    let beacons: Vec<_> = left.iter().filter(|b| !b.1).collect();
+    assert_eq!(beacons.len(), 1, "a refused beacon ends the flush");
+    assert!(sdk.queued() > 0, "the rest waits for the next page");
+}
+
+#[test]
+fn pagehide_and_visibilitychange_together_stay_within_the_budget_until_their_requests_end() {
+    let budget = Sdk::<Fixed, MemoryStore>::LEAVE_BUDGET;
+    let mut sdk = queued_for_leaving(16_000, &[1000; 100]);
+    let keepalive = |left: &Left| -> usize { left.iter().filter(|b| b.1).map(|b| b.0).sum() };
+
+    let first = leave(&mut sdk, false);
+    let second = leave(&mut sdk, false);
+    for flight in first.iter().chain(&second).filter(|b| b.1) {
+        sdk.settle(flight.3, &Outcome::Delivered);
+    }
+    let later = leave(&mut sdk, false);
+
+    assert!(
+        keepalive(&first) + keepalive(&second) <= budget,
+        "{first:?} {second:?}"
+    );
+    assert!(keepalive(&first) > budget - 2000, "{first:?}");
+    assert!(
+        keepalive(&later) > budget - 2000,
+        "answered requests free the budget: {later:?}"
+    );
+}
+
+#[test]
+fn a_flush_on_visibilitychange_after_pagehide_leaves_the_tab_closed_for_others_to_adopt() {
+    let mut sdk = queued_for_leaving(16_000, &[1000; 100]);
+
+    leave(&mut sdk, false);
+    sdk.page_hidden();
+    leave(&mut sdk, false);
+    let mut store = sdk.into_store();
+    store.session.clear();
+    let mut other_tab = sdk_with(leaving_config(16_000), Fixed::new(), store);
+
+    assert!(
+        other_tab.adopt_orphans() > 0,
+        "the closed tab's queue is taken over"
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_page_leave_stays_within_the_budget_and_leaves_the_rest_stored(
+        flush_bytes in 1024usize..=512_000,
+        sizes in proptest::collection::vec(0usize..20_000, 1..40),
+        beacons in proptest::prelude::any::<bool>(),
+    ) {
+        let budget = Sdk::<Fixed, MemoryStore>::LEAVE_BUDGET;
+        let mut sdk = queued_for_leaving(flush_bytes, &sizes);
+
+        let left = leave(&mut sdk, beacons);
+        sdk.page_hidden();
+        let next_config = leaving_config(flush_bytes);
+        let mut next_page = sdk_with(next_config, Fixed::new(), sdk.into_store());
+        let resent: Vec<String> = drain(&mut next_page)
+            .iter()
+            .map(|m| m["event"].as_str().unwrap().to_owned())
+            .collect();
+
+        let in_flight: usize = left.iter().filter(|b| b.1).map(|b| b.0).sum();
+        proptest::prop_assert!(in_flight <= budget, "{in_flight}");
+        for (bytes, ..) in &left {
+            proptest::prop_assert!(*bytes <= budget, "{bytes}");
+        }
+        let first_beacon = left.iter().position(|b| !b.1).unwrap_or(left.len());
+        proptest::prop_assert!(left[first_beacon..].iter().all(|b| !b.1), "keepalive first");
+        if !beacons {
+            proptest::prop_assert!(left.len() - first_beacon <= 1, "a refusal ends the flush");
+        }
+        // A beacon the browser took is done with; keepalive requests, whose answers the page
+        // does not live to see, and whatever did not leave go again from the next page.
+        let taken: Vec<&String> = left
+            .iter()
+            .filter(|b| !b.1 && beacons)
+            .flat_map(|b| &b.2)
+            .collect();
+        let mut every: Vec<&String> = taken.iter().copied().chain(&resent).collect();
+        every.sort_by_key(|event| event[1..].parse::<usize>().unwrap());
+        let expected: Vec<String> = (0..sizes.len()).map(|n| format!("e{n}")).collect();
+        proptest::prop_assert_eq!(every, expected.iter().collect::<Vec<_>>());
+    }
+}

@@ -565,31 +565,18 @@ fn fly(batch: &Batch, url: &str, keepalive: bool) -> Promise {
 }
 
 /// The page is hidden or going away: send every waiting message with requests that may
-/// outlive the page, and store what is left.
+/// outlive the page (cut by [`Sdk::leave`] to the browser's budget for them), and store what
+/// is left.
 fn unload_flush() {
     let _ = with_state(|loaded| {
-        let mut budget = transport::KEEPALIVE_BUDGET;
-        while let Some(batch) = loaded.sdk.next_batch(usize::MAX) {
-            if batch.body().len() <= budget {
-                budget -= batch.body().len();
-                let _ = fly(&batch, &loaded.url, true);
-                continue;
+        let url = &loaded.url;
+        loaded.sdk.leave(|batch, keepalive| {
+            if keepalive {
+                let _ = fly(batch, url, true);
+                return true;
             }
-            let outcome = if transport::beacon(&loaded.url, batch.body()) {
-                Outcome::Delivered
-            } else {
-                // The browser would not take it now; it stays stored for the next page.
-                Outcome::Retry {
-                    status: 0,
-                    retry_after_ms: Some(0),
-                }
-            };
-            loaded.sdk.settle(batch.id(), &outcome);
-            if matches!(outcome, Outcome::Retry { .. }) {
-                break;
-            }
-        }
-        loaded.sdk.save();
+            transport::beacon(url, batch.body())
+        });
         Ok(())
     });
 }

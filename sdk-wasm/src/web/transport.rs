@@ -14,9 +14,6 @@ use super::browser::global;
 use crate::delivery::retry_after_seconds;
 use crate::{Error, Outcome};
 
-/// What the browser lets requests that outlive the page carry in total.
-pub(super) const KEEPALIVE_BUDGET: usize = 64 * 1024;
-
 #[wasm_bindgen]
 extern "C" {
     /// The global `fetch`, present in windows and workers alike (`window.fetch` is not).
