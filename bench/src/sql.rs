@@ -72,6 +72,7 @@ macro_rules! bind_all {
         query
     }};
 }
+pub(crate) use bind_all;
 
 /// Runs `statements` in one transaction on `pool`; returns the rows each affected.
 macro_rules! in_transaction {
