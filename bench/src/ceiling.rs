@@ -58,11 +58,13 @@ pub async fn measure(
         .await
         .context("while creating the benchmark environment")?;
 
-    let mut warm = Duration::ZERO;
-    while warm < warmup {
-        warm += store_group(&store, &environment.id, traffic, batch_size)
-            .await?
-            .1;
+    // The warm-up also lasts until the population's users exist, as they do in the
+    // ceiling before its clock starts: four messages a user on average leaves few unseen.
+    let (mut warm, mut sent) = (Duration::ZERO, 0);
+    while warm < warmup || sent < 4 * traffic.users() {
+        let (messages, busy) = store_group(&store, &environment.id, traffic, batch_size).await?;
+        warm += busy;
+        sent += messages;
     }
     let mut ceiling = Ceiling {
         messages: 0,
