@@ -321,6 +321,98 @@ async fn the_audit_log_records_actions_without_personal_data_and_detects_tamperi
 }
 
 #[tokio::test]
+async fn creating_an_environment_and_rotating_its_key_and_secret_are_audited_without_them() {
+    let collector = Collector::start();
+    let (_, made) = collector
+        .admin(
+            "POST",
+            "/admin/v1/tokens",
+            Some(json!({"label": "key-ops"})),
+        )
+        .await;
+    let token = made["token"].as_str().unwrap().to_owned();
+    let actor = format!(
+        "token:{} (key-ops)",
+        made["details"]["id"].as_str().unwrap()
+    );
+    let secret_path = "/admin/v1/environments/staging/identity-secret";
+
+    let (created, staging) = collector
+        .admin_as(
+            &token,
+            "POST",
+            "/admin/v1/environments",
+            Some(json!({"name": "staging"})),
+        )
+        .await;
+    let (rotated, key) = collector
+        .admin_as(
+            &token,
+            "POST",
+            "/admin/v1/environments/staging/write-key",
+            None,
+        )
+        .await;
+    let (set, first) = collector.admin_as(&token, "POST", secret_path, None).await;
+    let (replaced, second) = collector.admin_as(&token, "POST", secret_path, None).await;
+    let (removed, _) = collector
+        .admin_as(&token, "DELETE", secret_path, None)
+        .await;
+    let (_, entries) = collector.admin("GET", "/admin/v1/audit", None).await;
+    let (_, check) = collector.admin("GET", "/admin/v1/audit/verify", None).await;
+
+    assert_eq!(
+        (created, rotated, set, replaced, removed),
+        (201, 200, 200, 200, 204)
+    );
+    let staging_entries: Vec<&Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["environmentId"] == staging["id"])
+        .collect();
+    let actions: Vec<_> = staging_entries
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "remove_identity_secret",
+            "set_identity_secret",
+            "set_identity_secret",
+            "rotate_write_key",
+            "create_environment",
+        ]
+    );
+    for entry in &staging_entries {
+        assert_eq!(entry["actor"], actor.as_str(), "{entry}");
+    }
+    assert_eq!(staging_entries[4]["request"], json!({"name": "staging"}));
+    assert_eq!(staging_entries[2]["request"]["rotated"], false);
+    assert_eq!(staging_entries[1]["request"]["rotated"], true);
+    assert_eq!(
+        staging_entries[0]["request"],
+        json!({"identityVerification": false})
+    );
+    let secrets = [
+        staging["writeKeys"][0].as_str().unwrap(),
+        key["writeKey"].as_str().unwrap(),
+        first["identitySecret"].as_str().unwrap(),
+        second["identitySecret"].as_str().unwrap(),
+    ];
+    let log = entries.to_string();
+    for secret in secrets {
+        assert!(!log.contains(secret), "the audit log holds {secret}: {log}");
+    }
+    assert_eq!(
+        check,
+        json!({"valid": true, "entries": 6, "firstBroken": null}),
+        "the token's creation and the five actions, chained"
+    );
+}
+
+#[tokio::test]
 async fn a_token_scoped_to_one_environment_acts_only_there() {
     let collector = Collector::start();
     collector

@@ -4,6 +4,10 @@
 //! Secrets generated here (write keys, identity secrets) are returned once, in the answer
 //! to the request that made them. Purging or deleting an environment asks for its name as
 //! confirmation (`{"confirm": "<name>"}`), since neither can be undone.
+//!
+//! Every change is written to the audit log with what was asked and by which token; the
+//! keys and secrets themselves never are: the log is never pruned and every token of the
+//! environment reads it, so a secret written there could not be taken back.
 
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -119,6 +123,12 @@ async fn create_environment(
         .create_environment(&name, &write_key, None)
         .await?;
 
+    let request = json!({ "name": environment.name });
+    let id = Some(&environment.id);
+    state
+        .store
+        .audit(id, &admin.actor(), "create_environment", request, json!({}))
+        .await?;
     tracing::info!(env.id = %environment.id, "environment created");
     Ok(HttpResponse::Created().json(view(&state, environment).await?))
 }
@@ -264,6 +274,11 @@ async fn rotate_write_key(
         .replace_write_keys(&environment.id, &write_key)
         .await?;
 
+    let id = Some(&environment.id);
+    state
+        .store
+        .audit(id, &admin.actor(), "rotate_write_key", json!({}), json!({}))
+        .await?;
     tracing::info!(env.id = %environment.id, "write key rotated");
     Ok(HttpResponse::Ok().json(NewWriteKey { write_key }))
 }
@@ -307,6 +322,21 @@ async fn rotate_identity_secret(
         .update_environment(&environment.id, &changes)
         .await?;
 
+    let request = json!({
+        "identityVerification": true,
+        "rotated": environment.identity_secret.is_some(),
+    });
+    let id = Some(&environment.id);
+    state
+        .store
+        .audit(
+            id,
+            &admin.actor(),
+            "set_identity_secret",
+            request,
+            json!({}),
+        )
+        .await?;
     tracing::info!(env.id = %environment.id, "identity secret set");
     Ok(HttpResponse::Ok().json(NewIdentitySecret {
         identity_secret: secret,
@@ -342,6 +372,18 @@ async fn remove_identity_secret(
         .update_environment(&environment.id, &changes)
         .await?;
 
+    let request = json!({ "identityVerification": false });
+    let id = Some(&environment.id);
+    state
+        .store
+        .audit(
+            id,
+            &admin.actor(),
+            "remove_identity_secret",
+            request,
+            json!({}),
+        )
+        .await?;
     tracing::info!(env.id = %environment.id, "identity verification turned off");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -274,11 +274,19 @@ impl Collector {
 
     /// Sends an admin request with a JSON body (or none) and the test admin token.
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.admin_as(ADMIN_TOKEN, method, path, body).await
+    }
+
+    /// Sends an admin request with a JSON body (or none) and this admin token.
+    pub async fn admin_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(ADMIN_TOKEN);
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
