@@ -167,10 +167,11 @@ async fn execute(config: &Config, command: Command) -> Result<Exit, ApiError> {
             user,
         } => {
             let environment = environment(&store, &named).await?;
-            let profile = store
+            let export = store
                 .user_export(&environment.id, &user)
                 .await?
                 .ok_or(ApiError::UserNotFound)?;
+            let profile = &export.profile;
             let id_hash = crate::store::suppression_hash(store.suppression_key(), &user);
             let request = serde_json::json!({ "idHash": id_hash, "format": format!("{format:?}").to_lowercase() });
             let counts = serde_json::json!({ "events": profile.events.len(), "responses": profile.responses.len() });
@@ -184,10 +185,10 @@ async fn execute(config: &Config, command: Command) -> Result<Exit, ApiError> {
                 )
                 .await?;
             match format {
-                ExportFormat::Json => print(&profile)?,
+                ExportFormat::Json => print(&export)?,
                 ExportFormat::Ndjson => {
                     let mut out = std::io::stdout().lock();
-                    write!(out, "{}", crate::admin::export_batches(&profile))
+                    write!(out, "{}", crate::admin::export_batches(profile))
                         .map_err(|e| ApiError::Internal(e.to_string()))?;
                 }
             }

@@ -575,6 +575,51 @@ async fn an_export_imported_into_a_fresh_environment_gives_the_same_user() {
     assert_eq!(original["events"].as_array().unwrap().len(), 4);
 }
 
+#[tokio::test]
+async fn the_json_export_holds_every_message_id_stored_for_the_user() {
+    let collector = Collector::start();
+    populate(&collector, "ada-7f3e").await;
+    populate(&collector, "bob-91c2").await;
+    // A second change of consent, by an identify sent without a message id: the
+    // collector stores the one it gives it.
+    let withdrawal = json!({"userId": "ada-7f3e",
+                            "context": {"consent": {"categoryPreferences": {"analytics": false}}}});
+    collector.post("/v1/identify", &withdrawal).await;
+    let stored = common::fetch_texts(
+        &collector.database_url,
+        "SELECT m.message_id FROM message_ids m JOIN identities i \
+           ON i.environment_id = m.environment_id AND i.user_key = m.user_key \
+         WHERE i.kind = 'user' AND i.value = 'ada-7f3e' ORDER BY m.message_id",
+    )
+    .await;
+
+    let (status, export) = collector
+        .admin("GET", "/admin/v1/users/ada-7f3e/export?format=json", None)
+        .await;
+
+    assert_eq!(status, 200, "{export}");
+    let listed = export["messageIds"].as_array().unwrap();
+    let mut exported: Vec<String> = listed
+        .iter()
+        .map(|entry| entry["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    exported.sort_unstable();
+    assert_eq!(exported, stored);
+    assert_eq!(
+        stored.len(),
+        6,
+        "populate's five and the identify: {stored:?}"
+    );
+    for own in ["ada-7f3e-m1", "ada-7f3e-m2", "ada-7f3e-m4"] {
+        assert!(stored.iter().any(|id| id == own), "{own} in {stored:?}");
+    }
+    assert!(
+        listed.iter().all(|entry| entry["receivedAt"].is_string()),
+        "{export}"
+    );
+    assert_eq!(export["consentHistory"].as_array().unwrap().len(), 2);
+}
+
 /// Events without the receive time, which an import necessarily changes.
 fn comparable(events: &Value) -> Vec<Value> {
     events

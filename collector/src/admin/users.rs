@@ -14,7 +14,7 @@ use super::{stored_id, EnvironmentQuery};
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
 use crate::server::AppState;
-use crate::store::{suppression_hash, Receipt, UserProfile};
+use crate::store::{suppression_hash, Receipt, UserExport, UserProfile};
 
 /// Messages per exported batch line, well inside the collector's batch limit.
 const EXPORT_BATCH_MESSAGES: usize = 100;
@@ -130,7 +130,7 @@ enum ExportFormat {
         (
             status = 200,
             content(
-                (UserProfile = "application/json"),
+                (UserExport = "application/json"),
                 (String = "application/x-ndjson"),
             ),
         ),
@@ -160,12 +160,13 @@ async fn export_user(
     };
     let environment = selector.resolve(&state, &admin).await?;
 
-    let profile = state
+    let export = state
         .store
         .user_export(&environment.id, stored_id(&id)?)
         .await?;
 
-    let profile = profile.ok_or(ApiError::UserNotFound)?;
+    let export = export.ok_or(ApiError::UserNotFound)?;
+    let profile = &export.profile;
     let id_hash = suppression_hash(state.store.suppression_key(), &id);
     let request = json!({ "idHash": id_hash, "format": if ndjson { "ndjson" } else { "json" } });
     let counts = json!({ "events": profile.events.len(), "responses": profile.responses.len() });
@@ -182,9 +183,9 @@ async fn export_user(
     if ndjson {
         Ok(HttpResponse::Ok()
             .content_type("application/x-ndjson")
-            .body(to_batches(&profile)))
+            .body(to_batches(profile)))
     } else {
-        Ok(HttpResponse::Ok().json(profile))
+        Ok(HttpResponse::Ok().json(&export))
     }
 }
 

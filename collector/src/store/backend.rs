@@ -14,8 +14,8 @@ use crate::auth::lookup_hash;
 use crate::error::{ApiError, Result};
 use crate::store::{
     suppression_hash, Accepted, AdminToken, ConsentRecord, Environment, EnvironmentChanges,
-    EnvironmentId, PoolUse, RetentionRule, StoredEvent, StoredResponse, TokenScope, UserCounts,
-    UserProfile, WriteBatch, WriteReport,
+    EnvironmentId, PoolUse, RetentionRule, StoredEvent, StoredMessageId, StoredResponse,
+    TokenScope, UserCounts, UserExport, UserProfile, WriteBatch, WriteReport,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;
@@ -461,6 +461,46 @@ impl Backend {
         id: &str,
         event_limit: Option<i64>,
     ) -> Result<Option<UserProfile>> {
+        let found = self.keyed_profile(env, id, event_limit).await?;
+        Ok(found.map(|(_, profile)| profile))
+    }
+
+    pub async fn user_export(&self, env: &EnvironmentId, id: &str) -> Result<Option<UserExport>> {
+        let Some((user_key, profile)) = self.keyed_profile(env, id, None).await? else {
+            return Ok(None);
+        };
+
+        let rows = sqlx::query(
+            "SELECT message_id, received_at FROM message_ids \
+             WHERE environment_id = $1 AND user_key = $2 ORDER BY received_at, message_id",
+        )
+        .bind(env.as_str())
+        .bind(&user_key)
+        .fetch_all(&self.reader)
+        .await?;
+        let message_ids = rows
+            .iter()
+            .map(|row| {
+                Ok(StoredMessageId {
+                    message_id: row.try_get("message_id")?,
+                    received_at: row.try_get("received_at")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+
+        Ok(Some(UserExport {
+            profile,
+            message_ids,
+        }))
+    }
+
+    /// The user known by `id` with their key, at most `event_limit` of the latest events.
+    async fn keyed_profile(
+        &self,
+        env: &EnvironmentId,
+        id: &str,
+        event_limit: Option<i64>,
+    ) -> Result<Option<(String, UserProfile)>> {
         let row = sqlx::query(
             "SELECT u.id, u.user_id, u.traits, u.consent, u.gpc, u.first_seen, u.last_seen \
              FROM identities i JOIN users u \
@@ -561,7 +601,7 @@ impl Backend {
             consent_records: u64::try_from(consent_count).unwrap_or_default(),
         };
 
-        Ok(Some(UserProfile {
+        let profile = UserProfile {
             user_id: row.try_get("user_id")?,
             anonymous_ids,
             traits: row.try_get::<Json<Value>, _>("traits")?.0,
@@ -575,7 +615,8 @@ impl Backend {
             events,
             responses,
             counts,
-        }))
+        };
+        Ok(Some((user_key, profile)))
     }
 }
 

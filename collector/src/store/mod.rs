@@ -297,6 +297,27 @@ pub struct UserProfile {
     pub counts: UserCounts,
 }
 
+/// Everything stored of one user: the profile with every event, and every message id.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserExport {
+    /// Ids, traits, consent, activity and every record.
+    #[serde(flatten)]
+    pub profile: UserProfile,
+    /// The id of every message stored for the user, identifies included, oldest first.
+    pub message_ids: Vec<StoredMessageId>,
+}
+
+/// The id of a stored message, kept so that the message is not stored again when resent.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredMessageId {
+    /// The client's message id, or the one the collector gave a message sent without.
+    pub message_id: String,
+    /// When the collector received the message.
+    pub received_at: DateTime<Utc>,
+}
+
 /// How many records of each kind are stored for one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -571,9 +592,9 @@ impl Store {
         on_backend!(self, b => b.user_profile(env, id, Some(1_000)).await)
     }
 
-    /// Everything stored of the user known by `id`, every event included.
-    pub async fn user_export(&self, env: &EnvironmentId, id: &str) -> Result<Option<UserProfile>> {
-        on_backend!(self, b => b.user_profile(env, id, None).await)
+    /// Everything stored of the user known by `id`, every event and message id included.
+    pub async fn user_export(&self, env: &EnvironmentId, id: &str) -> Result<Option<UserExport>> {
+        on_backend!(self, b => b.user_export(env, id).await)
     }
 
     /// Deletes the user known by `id` with every record of them, leaves tombstones for

@@ -408,6 +408,17 @@ pub async fn fetch_integers(database_url: &str, query: &str) -> Vec<i64> {
     }
 }
 
+/// Runs one query on the test database directly and returns its first column, as text.
+pub async fn fetch_texts(database_url: &str, query: &str) -> Vec<String> {
+    if database_url.starts_with("postgres") {
+        let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(query).fetch_all(&mut db).await.unwrap()
+    } else {
+        let mut db = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(query).fetch_all(&mut db).await.unwrap()
+    }
+}
+
 /// Fails unless every one of `needles` is stored somewhere: run before a deletion, it
 /// proves that [`assert_forgotten`] afterwards has something to miss.
 pub async fn assert_stored(database_url: &str, needles: &[&str]) {
