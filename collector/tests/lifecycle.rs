@@ -225,6 +225,78 @@ async fn purging_asks_for_the_name_and_wipes_all_user_data_but_keeps_the_environ
     assert_forgotten(&collector.database_url, &all).await;
 }
 
+/// The HMAC-SHA256 of `user_id` under `secret`, as `context.userHash` carries it.
+fn user_hash(secret: &str, user_id: &str) -> String {
+    use hmac::{Hmac, Mac as _};
+
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(user_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn purging_keeps_the_retention_rule_origins_ip_setting_and_identity_secret() {
+    let collector = Collector::start();
+    populate(&collector, "ada-7f3e").await;
+    let default = "/admin/v1/environments/default";
+    let rule = json!({"days": 400, "daysWithoutResponse": 90});
+    collector
+        .admin("PUT", &format!("{default}/retention"), Some(rule.clone()))
+        .await;
+    let settings = json!({"allowedOrigins": ["https://shop.example"], "storeIp": true});
+    collector.admin("PATCH", default, Some(settings)).await;
+    let (_, secret) = collector
+        .admin("POST", &format!("{default}/identity-secret"), None)
+        .await;
+    let secret = secret["identitySecret"].as_str().unwrap().to_owned();
+    let (_, before) = collector.admin("GET", default, None).await;
+
+    let (status, receipt) = collector
+        .admin(
+            "POST",
+            &format!("{default}/purge"),
+            Some(json!({"confirm": "default"})),
+        )
+        .await;
+    let (_, after) = collector.admin("GET", default, None).await;
+    let (_, entries) = collector.admin("GET", "/admin/v1/audit", None).await;
+    let (unproven, refusal) = collector
+        .post("/v1/track", &json!({"userId": "new-user", "event": "E"}))
+        .await;
+    let proof = json!({"userHash": user_hash(&secret, "new-user")});
+    let (proven, _) = collector
+        .post(
+            "/v1/track",
+            &json!({"userId": "new-user", "event": "E", "context": proof}),
+        )
+        .await;
+    let foreign = collector
+        .http
+        .post(collector.url("/v1/track"))
+        .basic_auth(common::WRITE_KEY, Some(""))
+        .header("origin", "https://elsewhere.example")
+        .json(&json!({"anonymousId": "visitor", "event": "E"}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["removed"]["users"], 1);
+    assert_eq!(after, before, "settings and keys are as they were");
+    assert_eq!(after["retention"], rule);
+    assert_eq!(after["allowedOrigins"], json!(["https://shop.example"]));
+    assert_eq!(after["storeIp"], true);
+    assert_eq!(after["identityVerification"], true);
+    assert_eq!(unproven, 400, "a userHash is still demanded");
+    assert_eq!(refusal["rejected"][0]["error"], "missing_user_hash");
+    assert_eq!(proven, 200, "the same secret still proves the user");
+    assert_eq!(foreign.status().as_u16(), 403, "the origins still hold");
+    assert_eq!(entries[0]["action"], "purge_environment");
+    assert_eq!(entries[0]["seq"], receipt["auditEntry"]);
+    assert_eq!(entries[0]["counts"]["users"], 1);
+    assert!(entries[0]["actor"].as_str().unwrap().starts_with("token:"));
+}
+
 #[tokio::test]
 async fn deleting_an_environment_removes_it_and_its_keys_but_not_the_audit() {
     let collector = Collector::start();
