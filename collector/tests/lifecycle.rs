@@ -298,6 +298,68 @@ async fn purging_keeps_the_retention_rule_origins_ip_setting_and_identity_secret
 }
 
 #[tokio::test]
+async fn deleting_an_environment_without_its_name_is_refused_and_deletes_nothing() {
+    let collector = Collector::start();
+    let (_, staging) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments",
+            Some(json!({"name": "staging"})),
+        )
+        .await;
+    let key = staging["writeKeys"][0].as_str().unwrap().to_owned();
+    let identify = json!({"userId": "stan-55aa", "traits": {"plan": "pro"}});
+    collector.post_as(&key, "/v1/identify", &identify).await;
+    let path = "/admin/v1/environments/staging";
+    let (_, before) = collector.admin("GET", path, None).await;
+    let confirmations = [
+        Some(json!({"confirm": "prod"})),
+        Some(json!({"confirm": "Staging"})),
+        Some(json!({"confirm": staging["id"]})),
+        Some(json!({})),
+        None,
+    ];
+
+    let mut refusals = Vec::new();
+    for confirmation in confirmations {
+        refusals.push(collector.admin("DELETE", path, confirmation).await);
+    }
+    let (_, after) = collector.admin("GET", path, None).await;
+    let (user, _) = collector
+        .admin("GET", "/admin/v1/users/stan-55aa?environment=staging", None)
+        .await;
+    let (ingest, _) = collector.post_as(&key, "/v1/identify", &identify).await;
+    let (_, entries) = collector.admin("GET", "/admin/v1/audit", None).await;
+
+    for (status, reply) in &refusals {
+        assert_eq!(*status, 400, "{reply}");
+        assert_eq!(reply["error"], "invalid_request", "{reply}");
+    }
+    assert!(
+        refusals[0].1["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"confirm\": \"staging\""),
+        "the refusal says what to send: {}",
+        refusals[0].1
+    );
+    assert_eq!(after, before, "the environment and its keys are there");
+    assert_eq!(user, 200, "its users are there");
+    assert_eq!(ingest, 200, "its write key still works");
+    let actions: Vec<_> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].clone())
+        .collect();
+    assert_eq!(
+        actions,
+        [json!("create_environment")],
+        "nothing was deleted"
+    );
+}
+
+#[tokio::test]
 async fn deleting_an_environment_removes_it_and_its_keys_but_not_the_audit() {
     let collector = Collector::start();
     let (_, staging) = collector
