@@ -168,6 +168,54 @@ async fn a_cancelled_segment_deletion_stops_between_chunks() {
 }
 
 #[tokio::test]
+async fn a_user_deleted_with_a_segment_is_not_recreated_by_a_late_batch() {
+    let collector = Collector::start();
+    let sent = json!({"batch": [
+        {"type": "identify", "userId": "dora-4b1e", "anonymousId": "dora-4b1e-visitor",
+         "traits": {"plan": "free"}, "messageId": "dora-4b1e-m1"},
+        {"type": "page", "userId": "dora-4b1e", "name": "Pricing", "messageId": "dora-4b1e-m2"}
+    ]});
+    collector.post("/v1/batch", &sent).await;
+    users(&collector, "kept", "pro", 2).await;
+    let (_, job) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments/default/segments/delete",
+            Some(json!({"filter": {"trait": "plan", "equals": "free"}})),
+        )
+        .await;
+    let finished = wait_for_job(&collector, job["id"].as_str().unwrap()).await;
+
+    let late = json!({"batch": [
+        {"type": "page", "userId": "dora-4b1e", "name": "Pricing", "messageId": "dora-4b1e-m2"},
+        {"type": "track", "userId": "dora-4b1e", "event": "New", "messageId": "fresh-1"},
+        {"type": "track", "anonymousId": "dora-4b1e-visitor", "event": "Anon", "messageId": "fresh-2"},
+        {"type": "track", "userId": "carol", "event": "Unrelated", "messageId": "fresh-3"}
+    ]});
+    let (status, _) = collector.post("/v1/batch", &late).await;
+    let metrics = collector
+        .http
+        .get(collector.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+
+    assert_eq!(finished["status"], "done", "{finished}");
+    assert_eq!(finished["done"], 1);
+    assert_eq!(status, 200);
+    assert_eq!(collector.user("dora-4b1e").await.0, 404);
+    assert_eq!(collector.user("dora-4b1e-visitor").await.0, 404);
+    assert_eq!(collector.user("carol").await.0, 200);
+    assert_eq!(collector.user("kept-0").await.0, 200);
+    assert!(
+        metrics.contains("ebb_messages_suppressed_total 3"),
+        "{metrics}"
+    );
+    assert_forgotten(&collector.database_url, &["dora-4b1e"]).await;
+}
+
+#[tokio::test]
 async fn a_segment_deletion_needs_a_filter() {
     let collector = Collector::start();
 
