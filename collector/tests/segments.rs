@@ -167,6 +167,76 @@ async fn a_cancelled_segment_deletion_stops_between_chunks() {
     assert_eq!(remaining["count"].as_u64().unwrap(), 2000 - done);
 }
 
+/// Waits until the job has deleted at least one chunk; returns it as it then is.
+async fn wait_for_progress(collector: &Collector, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, job) = collector
+            .admin(
+                "GET",
+                &format!("/admin/v1/environments/default/jobs/{id}"),
+                None,
+            )
+            .await;
+        if job["done"].as_u64().unwrap() > 0 || Instant::now() > deadline {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_segment_deletion_writes_one_audit_entry_with_what_it_deleted() {
+    let collector = Collector::start();
+    users(&collector, "many", "free", 4000).await;
+    let (_, job) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments/default/segments/delete",
+            Some(json!({"filter": {"trait": "plan", "equals": "free"}})),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap();
+    // Cancelled once a chunk has gone, so that the entry has deletions to count.
+    let started = wait_for_progress(&collector, id).await;
+
+    let (cancelled, _) = collector
+        .admin(
+            "POST",
+            &format!("/admin/v1/environments/default/jobs/{id}/cancel"),
+            None,
+        )
+        .await;
+    let finished = wait_for_job(&collector, id).await;
+    let (_, entries) = collector.admin("GET", "/admin/v1/audit", None).await;
+    let (_, remaining) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments/default/segments/preview",
+            Some(json!({})),
+        )
+        .await;
+
+    assert_eq!(started["status"], "running", "{started}");
+    assert_eq!(cancelled, 200);
+    assert_eq!(finished["status"], "cancelled", "{finished}");
+    let done = finished["done"].as_u64().unwrap();
+    assert!(0 < done && done < 4000, "{finished}");
+    let audited: Vec<&Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["action"] == "delete_segment")
+        .collect();
+    assert_eq!(audited.len(), 1, "{entries}");
+    assert_eq!(audited[0]["request"]["jobId"], id);
+    assert_eq!(audited[0]["request"]["status"], "cancelled");
+    assert_eq!(audited[0]["counts"], finished["counts"]);
+    assert_eq!(audited[0]["counts"]["users"], done);
+    assert_eq!(audited[0]["counts"]["identities"], done);
+    assert_eq!(remaining["count"].as_u64().unwrap(), 4000 - done);
+}
+
 #[tokio::test]
 async fn a_user_deleted_with_a_segment_is_not_recreated_by_a_late_batch() {
     let collector = Collector::start();
