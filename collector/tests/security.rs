@@ -278,6 +278,122 @@ async fn a_scoped_token_is_refused_on_every_route_of_another_environment() {
     );
 }
 
+/// Makes an admin token for `environment`, or for all without one: (token, id).
+async fn token(collector: &Collector, label: &str, environment: Option<&str>) -> (String, String) {
+    let body = json!({"label": label, "environment": environment});
+    let (status, made) = collector
+        .admin("POST", "/admin/v1/tokens", Some(body))
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let secret = made["token"].as_str().unwrap().to_owned();
+    (secret, made["details"]["id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_scoped_token_can_neither_revoke_tokens_nor_create_global_ones() {
+    let collector = Collector::start();
+    environment(&collector, "staging").await;
+    let (scoped, scoped_id) = token(&collector, "staging only", Some("staging")).await;
+    let (global, global_id) = token(&collector, "ops", None).await;
+    let (_, before) = collector.admin("GET", "/admin/v1/tokens", None).await;
+
+    let mut refused = Vec::new();
+    for id in [&global_id, &scoped_id] {
+        let path = format!("/admin/v1/tokens/{id}");
+        refused.push(collector.admin_as(&scoped, "DELETE", &path, None).await);
+    }
+    let escalation = json!({"label": "escalated"});
+    refused.push(
+        collector
+            .admin_as(&scoped, "POST", "/admin/v1/tokens", Some(escalation))
+            .await,
+    );
+    let (_, after) = collector.admin("GET", "/admin/v1/tokens", None).await;
+    let (global_works, _) = collector.admin_get("/admin/v1/tokens", &global).await;
+    let (scoped_works, _) = collector
+        .admin_get("/admin/v1/environments/staging", &scoped)
+        .await;
+    let (_, audit) = collector.admin("GET", "/admin/v1/audit", None).await;
+
+    for (status, reply) in &refused {
+        assert_eq!(*status, 403, "{reply}");
+        assert_eq!(reply["error"], "forbidden", "{reply}");
+    }
+    assert_eq!(before, after, "no token was revoked or added");
+    assert_eq!((global_works, scoped_works), (200, 200));
+    let actions: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        !actions.contains(&"revoke_token") && !audit.to_string().contains("escalated"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_of_one_environment_is_not_found_through_another_and_runs_on() {
+    let collector = Collector::start();
+    let messages: Vec<Value> = (0..2000)
+        .map(|n| json!({"type": "identify", "userId": format!("free-{n}"), "traits": {"plan": "free"}}))
+        .collect();
+    for chunk in messages.chunks(250) {
+        let (status, reply) = collector.post("/v1/batch", &json!({"batch": chunk})).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    environment(&collector, "staging").await;
+    let (scoped, _) = token(&collector, "staging only", Some("staging")).await;
+    let (_, job) = collector
+        .admin(
+            "POST",
+            "/admin/v1/environments/default/segments/delete",
+            Some(json!({"filter": {"trait": "plan", "equals": "free"}})),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let elsewhere = format!("/admin/v1/environments/staging/jobs/{id}");
+
+    let mut answers = Vec::new();
+    for token in [ADMIN_TOKEN, scoped.as_str()] {
+        answers.push(collector.admin_as(token, "GET", &elsewhere, None).await);
+        let cancel = format!("{elsewhere}/cancel");
+        answers.push(collector.admin_as(token, "POST", &cancel, None).await);
+    }
+    let (_, right_after) = collector
+        .admin(
+            "GET",
+            &format!("/admin/v1/environments/default/jobs/{id}"),
+            None,
+        )
+        .await;
+    let finished = loop {
+        let (_, current) = collector
+            .admin(
+                "GET",
+                &format!("/admin/v1/environments/default/jobs/{id}"),
+                None,
+            )
+            .await;
+        if ["done", "cancelled", "failed"].contains(&current["status"].as_str().unwrap()) {
+            break current;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+
+    for (status, reply) in &answers {
+        assert_eq!(*status, 404, "{reply}");
+        assert_eq!(reply["error"], "not_found", "{reply}");
+    }
+    assert!(
+        ["pending", "running"].contains(&right_after["status"].as_str().unwrap()),
+        "the job was still to be stopped, and was not: {right_after}"
+    );
+    assert_eq!(finished["status"], "done", "{finished}");
+    assert_eq!(finished["done"], 2000);
+}
+
 #[tokio::test]
 async fn every_route_with_a_body_refuses_one_over_its_limit() {
     let collector = Collector::start();
