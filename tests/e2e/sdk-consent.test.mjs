@@ -226,6 +226,65 @@ test('Global Privacy Control is an objection: nothing is sent until an explicit 
   await ctx.close();
 });
 
+test('Global Privacy Control in opt-in mode: nothing before a choice, a grant sends the held calls marked gpc, a deny sends and stores nothing', async () => {
+  const quietly = async (page, user, decide) => page.evaluate(async ({ key, user, decide }) => {
+    const ebb = window.ebbSdk;
+    await ebb.load(key, { flushAt: 1, flushInterval: 1 });
+    await ebb.identify(user, { plan: 'pro' });
+    await ebb.track('Held under GPC');
+    await ebb.flush();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const undecided = {
+      state: ebb.consent.state(),
+      writes: window.ebbStorageWrites,
+      stored: localStorage.length + sessionStorage.length,
+      cookie: document.cookie,
+    };
+    if (decide === 'deny') await ebb.consent.deny();
+    await ebb.flush();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const decided = { writes: window.ebbStorageWrites, stored: localStorage.length + sessionStorage.length };
+    return { undecided, decided };
+  }, { key, user, decide });
+  const open = async () => {
+    const ctx = await context({ gpc: true });
+    await countStorageWrites(ctx);
+    const requests = await recordBatches(ctx);
+    const page = await openFixture(ctx, collector);
+    return { ctx, requests, page, errors: watchPageErrors(page) };
+  };
+
+  const granting = await open();
+  const beforeGrant = await quietly(granting.page, 'gpc-opt-in-user', null);
+  const sentBeforeGrant = granting.requests.length;
+  await granting.page.evaluate(async () => {
+    await window.ebbSdk.consent.grant();
+    await window.ebbSdk.flush();
+  });
+  const user = await waitForUser(collector, 'gpc-opt-in-user', (u) => tracked(u).includes('Held under GPC'));
+  const denying = await open();
+  const denied = await quietly(denying.page, 'gpc-denied-user', 'deny');
+  const deniedUser = await collector.admin('/admin/v1/users/gpc-denied-user');
+
+  assert.deepEqual(beforeGrant.undecided.state,
+    { mode: 'opt-in', status: 'pending', categories: { analytics: false }, objection: true });
+  assert.equal(sentBeforeGrant, 0, 'no batch request before the grant');
+  assert.deepEqual([beforeGrant.undecided.writes, beforeGrant.undecided.stored, beforeGrant.undecided.cookie],
+    [0, 0, ''], 'no storage or cookie write before the grant');
+  assert.deepEqual(tracked(user), ['Held under GPC'], 'the grant replays the held calls');
+  assert.deepEqual(user.traits, { plan: 'pro' });
+  const messages = granting.requests.flatMap((request) => request.messages);
+  assert.ok(messages.length >= 3, 'the consent record, the identify and the track');
+  assert.ok(messages.every((m) => m.context.gpc === true), 'every message is marked gpc');
+  assert.ok(messages.every((m) => m.context.consent.categoryPreferences.analytics === true));
+  assert.equal(denying.requests.length, 0, 'a deny sends nothing, not even a consent record');
+  assert.deepEqual([denied.decided.writes, denied.decided.stored], [0, 0], 'a deny stores nothing');
+  assert.equal(deniedUser.status, 404);
+  assert.deepEqual([...granting.errors, ...denying.errors], []);
+  await granting.ctx.close();
+  await denying.ctx.close();
+});
+
 test('Do Not Track counts as an objection only with honorDoNotTrack', async () => {
   const ctx = await context();
   await ctx.addInitScript(() => {
