@@ -101,7 +101,10 @@ export function respond(surveyId: string, answers: Fields): Promise<void>;
 /** Forgets the user (id, traits, hash) and starts a new anonymous id. */
 export function reset(): Promise<void>;
 
-/** Sends everything queued; resolves once the collector has taken it. */
+/**
+ * Sends everything queued, at once unless the collector asked to wait with `Retry-After`;
+ * resolves once the collector has taken it.
+ */
 export function flush(): Promise<void>;
 
 /** Resolves once the SDK is loaded; rejects if loading failed. */

@@ -171,6 +171,9 @@ pub struct Sdk<E, S> {
     queue: Queue,
     backoff: Backoff,
     retry_at_ms: f64,
+    /// When the retry the collector asked for with `Retry-After` is due (0 when it asked
+    /// for none): `flush()` waits for it too, where it goes ahead of the backoff.
+    asked_at_ms: f64,
     /// Bytes handed to `keepalive` requests by [`Sdk::leave`] while requests are under way:
     /// a page fires both `pagehide` and `visibilitychange` as it goes, and the second
     /// flush must not count on the budget the first one used.
@@ -233,6 +236,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
             traits: "{}".to_owned(),
             pending: VecDeque::new(),
             retry_at_ms: 0.0,
+            asked_at_ms: 0.0,
             leaving: 0,
             tab: None,
             persisting: false,
@@ -459,6 +463,13 @@ impl<E: Environment, S: Store> Sdk<E, S> {
         (self.retry_at_ms - self.now_ms()).max(0.0)
     }
 
+    /// Milliseconds until the retry the collector asked for with `Retry-After` is due (0
+    /// when it asked for none). A `flush()` goes ahead of the backoff, not of this: a
+    /// rate-limited collector would refuse it again.
+    pub fn asked_wait_ms(&self) -> f64 {
+        (self.asked_at_ms - self.now_ms()).max(0.0)
+    }
+
     /// The mark a flush waits for: everything queued before it.
     pub fn flush_mark(&self) -> u64 {
         self.queue.next_seq()
@@ -539,6 +550,7 @@ impl<E: Environment, S: Store> Sdk<E, S> {
                 let random = self.random_u32();
                 let delay = self.backoff.failed(random, *retry_after_ms);
                 self.retry_at_ms = self.now_ms() + f64::from(delay);
+                self.asked_at_ms = retry_after_ms.map_or(0.0, |_| self.retry_at_ms);
                 Some(delay)
             }
         }

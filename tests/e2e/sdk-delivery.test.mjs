@@ -207,6 +207,54 @@ test('500 and 429 answers are retried with the same message ids', async () => {
   await ctx.close();
 });
 
+test('after a 429 with Retry-After: 2 nothing is sent for 2 s, also when calls reach flushAt or flush() is called', async () => {
+  const ctx = await context();
+  let refuseNext = false;
+  let refusedAt = null;
+  const arrivals = [];
+  const requests = await recordBatches(ctx, () => {
+    arrivals.push(Date.now());
+    if (!refuseNext) return undefined;
+    refuseNext = false;
+    refusedAt = Date.now();
+    return { status: 429, headers: { 'retry-after': '2' }, body: '{"error":"rate_limited","message":"slow down"}' };
+  });
+  const page = await openFixture(ctx, collector);
+  // Without the header the backoff would retry within 50 ms.
+  await start(page, 'retry-after-user', { flushAt: 1, retry: { baseDelay: 50, maxDelay: 50 } });
+  await page.evaluate(() => window.ebbSdk.flush());
+  refuseNext = true;
+
+  const refused = await page.evaluate(async () => {
+    await window.ebbSdk.track('Refused once');
+    return window.ebbSdk.flush().then(() => 'sent', (error) => error.message);
+  });
+  // Calls made while the retry waits reach flushAt, which would send at once otherwise,
+  // and an explicit flush() would go ahead of a backoff.
+  const meanwhile = await page.evaluate(async () => {
+    for (const n of [1, 2, 3]) {
+      await window.ebbSdk.track(`Meanwhile ${n}`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    const flushed = window.ebbSdk.flush().then(() => Date.now(), (error) => error.message);
+    return { calledAt: Date.now(), flushedAt: await flushed };
+  });
+  const user = await waitForUser(collector, 'retry-after-user', (u) => tracked(u).length === 4);
+
+  const after429 = arrivals.filter((at) => at > refusedAt);
+  const waited = after429[0] - refusedAt;
+  assert.equal(refused, 'ebb: the collector answered 429: slow down');
+  assert.ok(waited >= 1950, `the next request went ${waited} ms after the 429`);
+  assert.ok(waited < 6000, `the retry came ${waited} ms after the 429, late`);
+  assert.equal(typeof meanwhile.flushedAt, 'number', `flush() resolved: ${meanwhile.flushedAt}`);
+  assert.ok(meanwhile.flushedAt - refusedAt >= 1950, 'flush() resolved once the wait was over');
+  const retried = requests.filter((r) => r.messages.some((m) => m.event === 'Refused once'));
+  assert.deepEqual(retried.map((r) => r.status), [429, 200]);
+  assert.equal(new Set(trackIds(requests, 'Refused once')).size, 1);
+  assert.deepEqual(tracked(user), ['Refused once', 'Meanwhile 1', 'Meanwhile 2', 'Meanwhile 3']);
+  await ctx.close();
+});
+
 test('a 400 answer drops the batch instead of retrying it', async () => {
   const ctx = await context();
   const requests = await recordBatches(ctx, (request) =>

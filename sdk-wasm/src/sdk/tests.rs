@@ -443,6 +443,7 @@ fn a_retried_batch_keeps_its_message_ids_and_backs_off() {
             retry_after_ms: None,
         },
     );
+    let backoff_wait = sdk.asked_wait_ms();
     let second = sdk.next_batch(usize::MAX).unwrap();
     let asked = sdk.settle(
         second.id(),
@@ -451,10 +452,16 @@ fn a_retried_batch_keeps_its_message_ids_and_backs_off() {
             retry_after_ms: Some(7000),
         },
     );
+    let asked_wait = sdk.asked_wait_ms();
     let third = sdk.next_batch(usize::MAX).unwrap();
 
     assert!((500..=1000).contains(&delay.unwrap()));
+    assert_eq!(backoff_wait, 0.0, "flush() may go ahead of the backoff");
     assert_eq!(asked, Some(7000));
+    assert_eq!(
+        asked_wait, 7000.0,
+        "flush() waits out the collector's Retry-After"
+    );
     assert_eq!(first.body(), second.body());
     assert_eq!(second.body(), third.body());
     assert_eq!(

@@ -223,11 +223,18 @@ pub fn flush() -> Promise {
 }
 
 /// One step of `flush()`: waits for the flight under way (or starts the next one) until
-/// nothing queued before `mark` is left.
+/// nothing queued before `mark` is left. Where the collector answered with `Retry-After`,
+/// the next flight waits until then.
 fn flush_from(mark: u64, resolve: Function, reject: Function) {
     let next = with_state(|loaded| {
         if !loaded.sdk.holds_before(mark) {
             return Ok(None);
+        }
+        let wait = loaded.sdk.asked_wait_ms();
+        if loaded.flight.is_none() && wait > 0.0 {
+            // A promise that resolves to `undefined` then: the step after it runs again.
+            let later = Promise::new(&mut |done, _| drop(set_timeout(&done, wait as i32)));
+            return Ok(Some(later));
         }
         Ok(loaded.flight.clone().or_else(|| start_flight(loaded)))
     });
