@@ -70,6 +70,25 @@ function renderPanel() {
     : 'Allow the “Surveys” category (Privacy settings) to answer.');
 }
 
+/** The timer that follows the SDK's queue after a failed delivery, while one runs. */
+let following = null;
+
+/**
+ * After a failed delivery the SDK retries on its own, with no call of this page to show
+ * for it: the panel reads the queue every half second until nothing waits in it, then
+ * confirms the delivery (the flush then only waits for a request under way, if any).
+ */
+function followQueue() {
+  if (following) return;
+  following = setInterval(() => {
+    renderPanel();
+    if ((sdkStatus()?.queued ?? 0) > 0) return;
+    clearInterval(following);
+    following = null;
+    deliverWaiting();
+  }, 500);
+}
+
 /** Sends everything waiting, and notes the delivery. */
 async function deliverWaiting() {
   if (waiting.length === 0) return;
@@ -81,6 +100,7 @@ async function deliverWaiting() {
     report(`delivered: ${what.join(', ')}`);
   } catch (error) {
     report(`delivery failed: ${error.message}`);
+    followQueue();
   }
   renderPanel();
 }

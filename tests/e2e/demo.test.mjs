@@ -1,12 +1,16 @@
 // The demo shop served by a real collector, in headless Chromium: the consent banner
 // (accept, reject, choose categories), signing in with `identify` (verified when the
 // environment has identity verification on), the product buttons, the survey, and the
-// panel of what the SDK holds. Then the whole story: a visitor who first refuses and then
-// accepts is found by an operator in the console, exported and deleted, and is gone.
+// panel of what the SDK holds (also while the collector is unreachable); every request
+// goes to the collector's origin and no CSP rule is broken. Then the whole story: a
+// visitor who first refuses and then accepts is found by an operator in the console,
+// exported and deleted, and is gone.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { launchBrowser, screenshot, startCollector, watchPageErrors } from './harness.mjs';
+import {
+  launchBrowser, screenshot, startCollector, watchCspViolations, watchPageErrors,
+} from './harness.mjs';
 
 let collector;
 let browser;
@@ -21,18 +25,30 @@ after(async () => {
   await collector?.stop();
 });
 
-/** A fresh visitor on the demo, with every request to the ingest API recorded. */
+/**
+ * A fresh visitor on the demo, with every request to the ingest API recorded (`sent`),
+ * the address of every request the page makes (`requested`), and the Content-Security-Policy
+ * violations of its pages (`violations`).
+ */
 async function visit() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const violations = await watchCspViolations(context);
   const page = await context.newPage();
   const errors = watchPageErrors(page);
   const sent = [];
+  const requested = [];
   page.on('request', (request) => {
+    requested.push(request.url());
     if (new URL(request.url()).pathname.startsWith('/v1/')) sent.push(request.postData() ?? '');
   });
   await page.goto(`${collector.base}/`);
   await page.locator('body[data-sdk="ready"]').waitFor();
-  return { context, page, errors, sent };
+  return { context, page, errors, sent, requested, violations };
+}
+
+/** The requested addresses whose origin is not the collector's. */
+function foreign(requested) {
+  return requested.filter((url) => new URL(url).origin !== new URL(collector.base).origin);
 }
 
 async function consentIs(page, status) {
@@ -142,6 +158,67 @@ test('choosing only analytics records the shop but keeps the survey closed', asy
   assert.match(note, /Surveys/);
   assert.deepEqual(chips, ['analytics ✓', 'surveys ✗']);
   assert.deepEqual(stored.consent, { analytics: true, surveys: false });
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('the demo loads nothing from outside the collector’s origin and breaks no CSP rule', async () => {
+  const { context, page, errors, requested, violations } = await visit();
+
+  await page.click('#consent-accept');
+  await consentIs(page, 'granted');
+  await delivered(page, 'page view');
+  await signInAs(page, 'demo-local', 'local@example.com', 'Lou');
+  await delivered(page, 'identify');
+  await page.click('#track-wishlist');
+  await delivered(page, 'track Product Wishlisted');
+  await answerSurvey(page);
+  await delivered(page, 'survey response');
+  await screenshot(page, 'demo-same-origin');
+  const paths = requested.map((url) => new URL(url).pathname);
+
+  for (const path of ['/', '/demo.css', '/demo.js', '/sdk/index.js', '/sdk/ebb_sdk_bg.wasm',
+    '/demo/config.json', '/v1/batch']) {
+    assert.ok(paths.includes(path), `the page requested ${path}: ${paths.join(' ')}`);
+  }
+  assert.deepEqual(foreign(requested), [], 'every request goes to the collector’s origin');
+  assert.deepEqual(violations, [], 'no Content-Security-Policy violation');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('the panel counts the messages waiting while the collector is unreachable, then 0 once they are delivered', async () => {
+  const { context, page, errors } = await visit();
+  const unreachable = (url) => url.pathname === '/v1/batch';
+  await page.route(unreachable, (route) => route.abort('internetdisconnected'));
+  const queued = async () => Number(await page.getAttribute('#panel-queue', 'data-queued'));
+
+  await page.click('#consent-accept');
+  await consentIs(page, 'granted');
+  await page.locator('#status', { hasText: 'delivery failed' }).waitFor();
+  const afterConsent = await queued();
+  await page.click('#track-add');
+  await page.locator('#status', { hasText: 'delivery failed' }).waitFor();
+  const afterTrack = await queued();
+  const waitingText = await page.textContent('#panel-queue');
+  await screenshot(page, 'demo-queue-waiting');
+  const anonymousId = await page.textContent('#panel-anonymous-id');
+  // The collector is back; nobody clicks anything: the SDK retries on its own, and the
+  // panel has to follow.
+  await page.unroute(unreachable);
+  await page.locator('#panel-queue[data-queued="0"]').waitFor({ timeout: 30_000 });
+  await delivered(page, 'page view, track Product Added');
+  const deliveredText = await page.textContent('#panel-queue');
+  await screenshot(page, 'demo-queue-delivered');
+  const { status, body: stored } = await user(anonymousId);
+
+  assert.ok(afterConsent >= 2, `the consent record and the page view wait: ${afterConsent}`);
+  assert.equal(afterTrack, afterConsent + 1, 'the tracked event joins them');
+  assert.equal(waitingText, `${afterTrack} messages`);
+  assert.equal(deliveredText, '0 messages');
+  assert.equal(status, 200);
+  const kinds = stored.events.map((event) => (event.type === 'track' ? event.event : event.type));
+  assert.ok(kinds.includes('page') && kinds.includes('Product Added'), kinds.join());
   assert.deepEqual(errors, []);
   await context.close();
 });
