@@ -1,9 +1,11 @@
 // The admin console at /admin/ in headless Chromium against a real collector: signing in
 // and being refused, User Segments (filter, count, pages, a user, export, deleting a user,
-// deleting a segment and its progress), Data Settings (retention histogram, identity
-// secret and its rotation, write key, environments, purge), Audit (and a chain broken by
-// an edit in the database), user-sent markup shown as text, the CSP, phone width and a
-// 1280×800 window. Every check of the page is matched by one through the admin API.
+// deleting a segment and its progress, Last seen and Consent conditions with "not" and
+// any / all), Data Settings (retention histogram, identity secret and its rotation, write
+// key, environments, purge), Audit (and a chain broken by an edit in the database), empty
+// states, user-sent markup shown as text, the CSP and every request on the collector's
+// origin, phone width and a 1280×800 window. Every check of the page is matched by one
+// through the admin API.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
@@ -70,10 +72,16 @@ after(async () => {
   await collector?.stop();
 });
 
-/** A console tab that records CSP violations, page errors and dialogs (alert & co.). */
-async function consolePage({ width = 1280, height = 800 } = {}) {
+/**
+ * A console tab that records CSP violations, page errors, dialogs (alert & co.) and the
+ * address of every request its pages make (`requested`), for the console of the collector
+ * at `base`.
+ */
+async function consolePage({ width = 1280, height = 800, base = collector.base } = {}) {
   const context = await browser.newContext({ viewport: { width, height }, acceptDownloads: true });
   const violations = await watchCspViolations(context);
+  const requested = [];
+  context.on('request', (request) => requested.push(request.url()));
   const page = await context.newPage();
   const errors = watchPageErrors(page);
   const dialogs = [];
@@ -85,12 +93,14 @@ async function consolePage({ width = 1280, height = 800 } = {}) {
     assert.deepEqual(violations, [], 'no Content-Security-Policy violation');
     assert.deepEqual(errors, [], 'no error thrown in the page');
     assert.deepEqual(dialogs, [], 'nothing opened a dialog');
+    assert.deepEqual(requested.filter((url) => new URL(url).origin !== new URL(base).origin), [],
+      'nothing is loaded from outside the collector’s origin');
   };
-  return { context, page, clean };
+  return { context, page, clean, requested };
 }
 
-async function signIn(page, token = collector.adminToken) {
-  await page.goto(`${collector.base}/admin/`);
+async function signIn(page, token = collector.adminToken, base = collector.base) {
+  await page.goto(`${base}/admin/`);
   await page.fill('#token', token);
   await page.click('#signin button[type=submit]');
   await page.locator('.topbar').waitFor();
@@ -710,6 +720,173 @@ test('values a user sent are shown as text and run nothing', async () => {
   assert.ok(anonymous.includes(XSS.anonymousId));
   assert.deepEqual(injected, [], 'no element was made from user data');
   clean();
+});
+
+test('every console page loads from the collector’s origin alone', async () => {
+  const { page, clean, requested } = await consolePage();
+
+  await page.goto(`${collector.base}/admin/`);
+  await page.locator('#signin').waitFor();
+  await signIn(page);
+  await page.locator('#users').waitFor();
+  await page.goto(`${collector.base}/admin/#/users/user-01`);
+  await page.locator('#user-title', { hasText: 'user-01' }).waitFor();
+  await page.click('nav a[href="#/settings"]');
+  await page.locator('#retention-histogram').waitFor();
+  await page.click('nav a[href="#/audit"]');
+  await page.locator('#audit-log').waitFor();
+  await screenshot(page, 'console-same-origin-audit');
+  const paths = requested.map((url) => new URL(url).pathname);
+
+  for (const path of ['/admin/', '/admin/app.js', '/admin/console.css', '/admin/segments.js',
+    '/admin/v1/environments', '/admin/v1/audit/verify']) {
+    assert.ok(paths.includes(path), `the console requested ${path}: ${paths.join(' ')}`);
+  }
+  assert.deepEqual(requested.filter((url) => new URL(url).origin !== new URL(collector.base).origin),
+    [], 'every request goes to the collector’s origin');
+  clean();
+});
+
+/**
+ * Adds a condition of `kind` (a value of the "Condition kind" select) with the form's
+ * controls; answers its row.
+ */
+async function addCondition(page, kind) {
+  await page.click('#add-condition');
+  await page.locator('.condition').last().getByLabel('Condition kind').selectOption(kind);
+  return page.locator('.condition').last();
+}
+
+/** Shows the users matching the form's filter; answers their ids (sorted) and the filter. */
+async function matching(page, count) {
+  await showMatching(page);
+  await showCount(page, count);
+  const ids = await page.locator('#users a.user-link').allTextContents();
+  return { ids: ids.sort(), filter: JSON.parse(await page.inputValue('#filter-json')) };
+}
+
+test('segments: Last seen and Consent conditions, “not” and any / all, built with the form, match the right users', async () => {
+  const { page, clean } = await consolePage();
+  const { body: environment } = await collector.adminCall(
+    'POST', '/admin/v1/environments', { name: 'filter-form' });
+  // Last seen so many days ago; every other user granted surveys, the others denied them;
+  // one user never answered for surveys at all.
+  const people = [2, 5, 15, 25, 40, 70, 150, 400].map((days, i) => ({
+    id: `form-${i}`, days, surveys: i % 2 === 0,
+  }));
+  people.push({ id: 'form-undecided', days: 1, surveys: undefined });
+  const seeded = await collector.ingest(people.map((person) => ({
+    type: 'identify', userId: person.id, messageId: `form-identify-${person.id}`,
+    timestamp: new Date(Date.now() - person.days * DAY).toISOString(),
+    ...(person.surveys === undefined ? {} : {
+      context: { consent: { categoryPreferences: { analytics: true, surveys: person.surveys } } },
+    }),
+  })), environment.writeKeys[0]);
+  const who = (pick) => people.filter(pick).map((person) => person.id).sort();
+  const results = [];
+  const step = async (expected) => {
+    const shown = await matching(page, expected.length);
+    results.push({ ...shown, expected, api: await apiCount(shown.filter, environment.id) });
+  };
+
+  await signIn(page);
+  await page.selectOption('#environment', environment.id);
+  await showCount(page, people.length);
+  const seen = await addCondition(page, 'lastSeen');
+  await seen.getByLabel('At least days ago').fill('10');
+  await seen.getByLabel('At most days ago').fill('100');
+  await step(who((p) => p.days >= 10 && p.days <= 100));
+  await seen.getByLabel('At least days ago').fill('');
+  await seen.getByLabel('At most days ago').fill('30');
+  await step(who((p) => p.days <= 30));
+  const consent = await addCondition(page, 'consent');
+  await consent.getByLabel('Consent category').fill('surveys');
+  await consent.getByLabel('Consent given').selectOption('true');
+  await step(who((p) => p.days <= 30 && p.surveys === true));
+  await page.selectOption('#filter-match', 'any');
+  await step(who((p) => p.days <= 30 || p.surveys === true));
+  await screenshot(page, 'console-segments-form-any');
+  await page.selectOption('#filter-match', 'all');
+  await consent.getByLabel('not', { exact: true }).check();
+  await step(who((p) => p.days <= 30 && p.surveys !== true));
+  await screenshot(page, 'console-segments-form-not');
+  await consent.getByLabel('not', { exact: true }).uncheck();
+  await consent.getByLabel('Consent given').selectOption('false');
+  await step(who((p) => p.days <= 30 && p.surveys === false));
+
+  assert.equal(seeded.status, 200, JSON.stringify(seeded.body));
+  assert.deepEqual(results.map((r) => r.filter), [
+    { all: [{ lastSeenDaysAgo: { atLeast: 10, atMost: 100 } }] },
+    { all: [{ lastSeenDaysAgo: { atMost: 30 } }] },
+    { all: [{ lastSeenDaysAgo: { atMost: 30 } }, { consent: 'surveys', granted: true }] },
+    { any: [{ lastSeenDaysAgo: { atMost: 30 } }, { consent: 'surveys', granted: true }] },
+    { all: [{ lastSeenDaysAgo: { atMost: 30 } }, { not: { consent: 'surveys', granted: true } }] },
+    { all: [{ lastSeenDaysAgo: { atMost: 30 } }, { consent: 'surveys', granted: false }] },
+  ]);
+  for (const [n, result] of results.entries()) {
+    assert.deepEqual(result.ids, result.expected, `step ${n + 1}: the users listed`);
+    assert.equal(result.api, result.expected.length, `step ${n + 1}: the API counts as many`);
+  }
+  assert.deepEqual(results.map((r) => r.ids.length), [4, 5, 2, 7, 3, 2]);
+  clean();
+});
+
+test('a user with no traits, consent, events or responses shows the stated empty messages', async () => {
+  const { page, clean } = await consolePage();
+  const ingested = await collector.ingest([
+    { type: 'identify', userId: 'bare-user', messageId: 'bare-identify' },
+  ]);
+  const { body: stored } = await collector.admin('/admin/v1/users/bare-user');
+
+  await signIn(page);
+  await page.goto(`${collector.base}/admin/#/users/bare-user`);
+  await page.locator('#user-title', { hasText: 'bare-user' }).waitFor();
+  const empties = await page.locator('#view .state.empty').allTextContents();
+  const headings = await page.locator('#view .card h2').allTextContents();
+  const counts = await page.textContent('#user-counts');
+  const consentNow = await page.locator('#view .card', { hasText: 'History (newest first)' })
+    .locator('p').first().textContent();
+  await screenshot(page, 'console-user-empty');
+
+  assert.equal(ingested.status, 200);
+  assert.deepEqual(stored.traits ?? {}, {});
+  assert.deepEqual([stored.events, stored.responses, stored.consentHistory], [[], [], []]);
+  assert.deepEqual(empties,
+    ['No traits.', 'No consent was recorded.', 'No events.', 'No survey responses.']);
+  assert.ok(headings.includes('Events (0, newest first)'), headings.join(' | '));
+  assert.ok(headings.includes('Survey responses (0)'), headings.join(' | '));
+  assert.equal(counts, '0 events, 0 responses');
+  assert.equal(consentNow, 'Now: none');
+  assert.equal(await page.locator('#traits, #consent-history, #events li, #responses').count(), 0);
+  clean();
+});
+
+test('audit: on a fresh collector the log and the chain state that nothing is audited yet', async () => {
+  // A collector that has done nothing yet: the shared one has audited the tests before.
+  const fresh = await startCollector();
+  try {
+    const { page, clean } = await consolePage({ base: fresh.base });
+    const { body: entries } = await fresh.admin('/admin/v1/audit?limit=5');
+    const { body: check } = await fresh.admin('/admin/v1/audit/verify');
+
+    await signIn(page, fresh.adminToken, fresh.base);
+    await page.click('nav a[href="#/audit"]');
+    const log = page.locator('#view .state.empty', { hasText: 'No audit entries yet.' });
+    await log.waitFor();
+    const chain = await page.textContent('#chain-status');
+    await screenshot(page, 'console-audit-empty');
+    await page.selectOption('#audit-scope', 'all');
+    await log.waitFor();
+    const tables = await page.locator('#audit-log').count();
+
+    assert.deepEqual(entries, []);
+    assert.deepEqual(check, { valid: true, entries: 0, firstBroken: null });
+    assert.equal(chain, '✓ The chain holds. Nothing is audited yet.');
+    assert.equal(tables, 0, 'no empty table in place of the message');
+    clean();
+  } finally {
+    await fresh.stop();
+  }
 });
 
 /**
