@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Ebb: formatting and lints, the compose file, the Rust unit and
 # integration tests (protocol, SDK core, collector over HTTP on fresh SQLite databases, then
-# on PostgreSQL), the SDK's storage and fetch bindings in Chromium, the container image
-# under podman, and the browser tests (the real SDK in headless Chromium against a real
+# on PostgreSQL), the fuzz targets over their seed corpora, the SDK's storage and fetch
+# bindings in Chromium, the container image under podman, and the browser tests (the real SDK in headless Chromium against a real
 # collector, the npm package's types, Vite build and SSR import). Installs what it needs
 # first. Exits non-zero on the first failure.
 set -euo pipefail
@@ -37,6 +37,22 @@ python3 tests/container/check_compose_test.py
 
 step "Rust tests (collector on SQLite)"
 cargo test --workspace
+
+step "fuzz targets: built and run over their seed corpora"
+# The targets are their own workspace (fuzzing needs nightly flags; scripts/fuzz.sh). Built
+# plainly, each runs the inputs it is given once, with the invariants it checks while
+# fuzzing, so an API change that breaks a target or one of its seeds fails here.
+cargo build --manifest-path fuzz/Cargo.toml --bins --quiet
+for target in decode_batch segment_filter segment_sqlite request_body; do
+  seeds="fuzz/corpus/$target"
+  [[ "$target" == segment_sqlite ]] && seeds=fuzz/corpus/segment_filter
+  if ! output="$(fuzz/target/debug/"$target" "$seeds"/* 2>&1)"; then
+    printf '%s\n' "$output" | tail -40
+    echo "fuzz target $target failed on one of its seeds" >&2
+    exit 1
+  fi
+  echo "$target: $(grep -c '^Executed ' <<<"$output") seeds, every invariant held"
+done
 
 step "collector tests on PostgreSQL ($postgres_server)"
 # Tests of several collectors on one database need PostgreSQL; they are ignored in the
