@@ -722,6 +722,40 @@ test('values a user sent are shown as text and run nothing', async () => {
   clean();
 });
 
+test('segments: an answer that arrives after a newer one is not shown', async () => {
+  const { page, clean } = await consolePage();
+  // The first list (every user, asked for as the page opens) is held back until the
+  // filtered one has been shown, as a slow answer would be.
+  let releaseFirst;
+  const firstHeld = new Promise((resolve) => { releaseFirst = resolve; });
+  let asked = 0;
+  await page.route((url) => url.pathname.endsWith('/segments/users'), async (route) => {
+    asked += 1;
+    if (asked === 1) await firstHeld;
+    await route.continue();
+  });
+
+  await signIn(page);
+  await addTraitCondition(page, XSS.key, 'exists');
+  await showMatching(page);
+  await showCount(page, 1);
+  const firstAnswered = page.waitForResponse((response) =>
+    new URL(response.url()).pathname.endsWith('/segments/users'));
+  releaseFirst();
+  await firstAnswered;
+  // Give the stale answer the time it would take to be drawn.
+  await page.waitForTimeout(300);
+  const count = await page.getAttribute('#match-count', 'data-count');
+  const rows = await page.locator('#users tbody tr').count();
+  const everyone = (await apiCount({ all: [] })).toString();
+
+  assert.equal(asked, 2);
+  assert.notEqual(everyone, '1', 'the test needs more than one user to tell the lists apart');
+  assert.equal(count, '1');
+  assert.equal(rows, 1);
+  clean();
+});
+
 test('every console page loads from the collector’s origin alone', async () => {
   const { page, clean, requested } = await consolePage();
 

@@ -242,9 +242,17 @@ function conditionRow(row, index, { changed, redraw, remove }) {
 
 // The results ---------------------------------------------------------------------------
 
+/** Answers that came back after a newer request for the same results was sent. */
+const latestRequest = new WeakMap();
+
 async function showResults(container, jobArea, ctx, draft) {
   const title = h('h2', { id: 'results-title' }, 'Matching users');
   replace(container, title, loading());
+  // The filter may change while an answer is on its way, and answers may arrive in any
+  // order: only the answer to the latest request is shown.
+  const request = {};
+  latestRequest.set(container, request);
+  const stale = () => latestRequest.get(container) !== request;
 
   let filter;
   try {
@@ -257,9 +265,10 @@ async function showResults(container, jobArea, ctx, draft) {
   try {
     answer = await ctx.api.segmentUsers(ctx.environment.id, filter, PAGE_SIZE, draft.offset);
   } catch (error) {
-    replace(container, title, errorBox(error, 'The collector refused the filter'));
+    if (!stale()) replace(container, title, errorBox(error, 'The collector refused the filter'));
     return;
   }
+  if (stale()) return;
   if (answer.users.length === 0 && draft.offset > 0) {
     draft.offset = 0;
     showResults(container, jobArea, ctx, draft);
