@@ -81,33 +81,18 @@ const INSERT_RESPONSES: &str = "INSERT INTO responses (environment_id, message_i
      value ->> 5 FROM json_each($2) WHERE true \
      ON CONFLICT (environment_id, message_id) DO NOTHING";
 
-/// Users one `UPDATE` of [`update_users`] changes.
-const USERS_PER_STATEMENT: usize = 500;
-
-/// `($2, $3), ($4, $5)`: the placeholders of a VALUES list of `rows` rows of `columns`
-/// values each, after `$1`.
-fn placeholders(rows: usize, columns: usize) -> String {
-    let mut list = String::with_capacity(rows * columns * 6);
-    for row in 0..rows {
-        list.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..columns {
-            if column > 0 {
-                list.push_str(", ");
-            }
-            list.push('$');
-            list.push_str(&(2 + row * columns + column).to_string());
-        }
-        list.push(')');
-    }
-    list
-}
-
 /// SQLite needs no planner settings for ingest (see the PostgreSQL backend).
 const INGEST_PLANNER: &[&str] = &[];
 
 /// Updates the users keyed by the first text of each of `rows`, with `set` naming a row's
-/// texts `a.column1`, `a.column2` and so on: a VALUES list of a few hundred rows per
-/// statement, which SQLite joins to the users by key. (`casts` are PostgreSQL's.)
+/// texts `a.column1`, `a.column2` and so on: one statement whatever the number of rows,
+/// from a JSON array bound as `$2`. (`casts` are PostgreSQL's.)
+///
+/// The rows are a subquery with `LIMIT -1`, which SQLite materialises and then walks,
+/// finding each user by key. Without it SQLite may flatten the subquery and walk the
+/// environment's users, reading the JSON once per user. A VALUES list would have the same
+/// plan but a bound value per cell: thousands for a large group, each of which SQLite
+/// resolves by name when it is bound.
 async fn update_users<const N: usize>(
     conn: &mut Conn,
     env: &EnvironmentId,
@@ -115,19 +100,26 @@ async fn update_users<const N: usize>(
     _casts: &[&str; N],
     rows: &[[String; N]],
 ) -> Result<()> {
-    for chunk in rows.chunks(USERS_PER_STATEMENT) {
-        let sql = format!(
-            "UPDATE users SET {set} FROM (VALUES {}) AS a \
-             WHERE users.environment_id = $1 AND users.id = a.column1",
-            placeholders(chunk.len(), N)
-        );
-        let mut query = sqlx::query(&sql).bind(env.as_str());
-        for value in chunk.iter().flatten() {
-            query = query.bind(value.as_str());
-        }
-        query.execute(&mut *conn).await?;
-    }
+    sqlx::query(&update_users_sql(set, N))
+        .bind(env.as_str())
+        .bind(rows_json(
+            &rows.iter().map(|row| &row[..]).collect::<Vec<_>>(),
+        )?)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+/// The statement of [`update_users`] for rows of `columns` texts.
+fn update_users_sql(set: &str, columns: usize) -> String {
+    let columns: Vec<String> = (0..columns)
+        .map(|n| format!("value ->> {n} AS column{}", n + 1))
+        .collect();
+    format!(
+        "UPDATE users SET {set} FROM (SELECT {} FROM json_each($2) LIMIT -1) AS a \
+         WHERE users.environment_id = $1 AND users.id = a.column1",
+        columns.join(", ")
+    )
 }
 
 /// The dialect segment filters compile to.
@@ -198,4 +190,49 @@ async fn checkpoint_until_closed(checkpointer: sqlx::SqlitePool, closed: sqlx::p
         }
     }
     checkpointer.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan of each `update_users` statement ingest runs, on a migrated database.
+    async fn plans(set: &str, columns: usize) -> Vec<String> {
+        let folder = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", folder.path().join("ebb.db").display());
+        let backend = open(&url).await.unwrap();
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            update_users_sql(set, columns)
+        ))
+        .bind("env")
+        .bind(r#"[["a", "b", "c"]]"#)
+        .fetch_all(&backend.writer)
+        .await
+        .unwrap();
+        backend.close().await;
+        rows.into_iter().map(|row| row.3).collect()
+    }
+
+    // Walking the users and reading the JSON for each costs a group's update as many
+    // reads as the environment has users.
+    #[tokio::test]
+    async fn user_updates_find_each_user_by_key() {
+        let traits = plans("traits = a.column2", 2).await;
+        let activity = plans("first_seen = a.column2, last_seen = a.column3", 3).await;
+
+        for plan in [traits, activity] {
+            let users: Vec<&String> = plan
+                .iter()
+                .filter(|step| step.contains(" users "))
+                .collect();
+            assert!(
+                !users.is_empty()
+                    && users
+                        .iter()
+                        .all(|step| step.contains("(environment_id=? AND id=?)")),
+                "users are not found by key: {plan:?}"
+            );
+        }
+    }
 }
