@@ -108,7 +108,10 @@ impl JobRunner {
             let current = self.store.job(&job.environment_id, &job.id).await?;
             job = current.ok_or_else(|| ApiError::Internal("the job vanished".into()))?;
             if job.status == "cancelling" {
-                return self.store.finish_job(&job, "cancelled", None).await;
+                return self
+                    .store
+                    .finish_job(&job, &self.owner, "cancelled", None)
+                    .await;
             }
 
             let deleted = self
@@ -126,7 +129,10 @@ impl JobRunner {
             on_chunk(&job);
 
             if deleted < CHUNK_USERS as u64 {
-                let finished = self.store.finish_job(&job, "done", None).await?;
+                let finished = self
+                    .store
+                    .finish_job(&job, &self.owner, "done", None)
+                    .await?;
                 tracing::info!(
                     env.id = %job.environment_id,
                     job.id = %job.id,
@@ -136,5 +142,64 @@ impl JobRunner {
                 return Ok(finished);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::Actor;
+
+    // A collector that stalls past its lease after its last chunk comes back to a job that
+    // another one took over and finished; ending it again must neither change the job nor
+    // add a second audit entry.
+    #[tokio::test]
+    async fn only_the_collector_holding_a_job_ends_it() {
+        let folder = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", folder.path().join("ebb.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let env = store
+            .create_environment("test", "wk", None)
+            .await
+            .unwrap()
+            .id;
+        let filter = Filter::parse(&json!({})).unwrap();
+        store
+            .create_job(&env, &filter, 0, &Actor::system("test"))
+            .await
+            .unwrap();
+
+        let lapsed = Utc::now() - chrono::Duration::seconds(1);
+        let (stalled, _) = store.claim_job("stalled", lapsed).await.unwrap().unwrap();
+        let (taken, _) = store
+            .claim_job("taker", Utc::now() + chrono::Duration::minutes(1))
+            .await
+            .unwrap()
+            .unwrap();
+        let finished = store
+            .finish_job(&taken, "taker", "done", None)
+            .await
+            .unwrap();
+        let late = store
+            .finish_job(&stalled, "stalled", "cancelled", None)
+            .await;
+        let again = store.finish_job(&taken, "taker", "done", None).await;
+        let audited = store
+            .audit_entries(Some(&env), None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|entry| entry.action == "delete_segment")
+            .count();
+        let job = store.job(&env, &taken.id).await.unwrap().unwrap();
+
+        assert_eq!(stalled.id, taken.id);
+        assert_eq!(finished.status, "done");
+        assert!(matches!(late, Err(ApiError::Conflict(_))), "{late:?}");
+        assert!(matches!(again, Err(ApiError::Conflict(_))), "{again:?}");
+        assert_eq!(job.status, "done");
+        assert_eq!(audited, 1);
     }
 }

@@ -772,9 +772,20 @@ impl Store {
         on_backend!(self, b => b.job_chunk(job, filter, owner, until, limit, suppression_days).await)
     }
 
-    /// Ends a job, audits it and forgets its filter.
-    pub async fn finish_job(&self, job: &Job, status: &str, error: Option<&str>) -> Result<Job> {
-        on_backend!(self, b => b.finish_job(job, status, error).await)
+    /// Ends a job that `owner` holds, audits it and forgets its filter.
+    ///
+    /// # Errors
+    ///
+    /// `Conflict` when `owner` no longer holds the job (another collector took it over
+    /// after the lease ran out) or it has ended already; nothing is written then.
+    pub async fn finish_job(
+        &self,
+        job: &Job,
+        owner: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<Job> {
+        on_backend!(self, b => b.finish_job(job, owner, status, error).await)
     }
 
     /// The instance's key for suppression hashes.

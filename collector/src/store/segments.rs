@@ -287,7 +287,13 @@ impl Backend {
 
     /// Ends a job as `done`, `cancelled` or `failed`: writes its one audit entry with the
     /// totals, and forgets its filter, which may name personal data.
-    pub async fn finish_job(&self, job: &Job, status: &str, error: Option<&str>) -> Result<Job> {
+    pub async fn finish_job(
+        &self,
+        job: &Job,
+        owner: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<Job> {
         let env = &job.environment_id;
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
@@ -297,10 +303,14 @@ impl Backend {
                 .bind(&job.id)
                 .fetch_one(&mut *tx)
                 .await?;
-        sqlx::query(
+        // Only the job's holder ends it, once: a collector that stalled past its lease and
+        // then tries to finish a job another one took over (and perhaps finished) must not
+        // audit it a second time.
+        let finished = sqlx::query(
             "UPDATE jobs SET status = $1, error = $2, filter = $3, lease_owner = NULL, \
                lease_expires_at = NULL, updated_at = $4 \
-             WHERE environment_id = $5 AND id = $6",
+             WHERE environment_id = $5 AND id = $6 AND lease_owner = $7 \
+               AND status IN ('running', 'cancelling')",
         )
         .bind(status)
         .bind(error)
@@ -308,8 +318,14 @@ impl Backend {
         .bind(Utc::now())
         .bind(env.as_str())
         .bind(&job.id)
+        .bind(owner)
         .execute(&mut *tx)
         .await?;
+        if finished.rows_affected() == 0 {
+            return Err(ApiError::Conflict(
+                "another collector took over this job".into(),
+            ));
+        }
         let request = serde_json::json!({ "jobId": job.id, "status": status, "requestedBy": job.requested_by });
         let actor = Actor::system("segment-deletion");
         append_audit(
