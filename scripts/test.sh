@@ -16,6 +16,19 @@ step() { printf '\n==> %s (%ds)\n' "$*" "$((SECONDS - start))"; }
 step "setting up"
 bash scripts/setup.sh --browser --container
 
+# Under CI every run starts from a clean clone, so the two builds made outside the
+# workspace's target folder (the fuzz targets, the static collector of the image) keep
+# their dependencies in a cache folder that outlives the clone; cargo still rebuilds
+# whatever changed. Elsewhere they build in the checkout as usual.
+if [[ "${CI:-}" == true ]]; then
+  cache="${EBB_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ebb}"
+  export EBB_IMAGE_TARGET_DIR="${EBB_IMAGE_TARGET_DIR:-$cache/image-target}"
+  fuzz_target_dir="$cache/fuzz-target"
+  echo "build cache for the fuzz targets and the image's collector: $cache"
+else
+  fuzz_target_dir="$root/fuzz/target"
+fi
+
 # The collector's tests run once more against PostgreSQL, each in a database of its own
 # that it creates and drops; they fail when the server cannot be reached.
 postgres_server="${EBB_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
@@ -42,11 +55,11 @@ step "fuzz targets: built and run over their seed corpora"
 # The targets are their own workspace (fuzzing needs nightly flags; scripts/fuzz.sh). Built
 # plainly, each runs the inputs it is given once, with the invariants it checks while
 # fuzzing, so an API change that breaks a target or one of its seeds fails here.
-cargo build --manifest-path fuzz/Cargo.toml --bins --quiet
+cargo build --manifest-path fuzz/Cargo.toml --target-dir "$fuzz_target_dir" --bins --quiet
 for target in decode_batch segment_filter segment_sqlite request_body; do
   seeds="fuzz/corpus/$target"
   [[ "$target" == segment_sqlite ]] && seeds=fuzz/corpus/segment_filter
-  if ! output="$(fuzz/target/debug/"$target" "$seeds"/* 2>&1)"; then
+  if ! output="$("$fuzz_target_dir/debug/$target" "$seeds"/* 2>&1)"; then
     printf '%s\n' "$output" | tail -40
     echo "fuzz target $target failed on one of its seeds" >&2
     exit 1
