@@ -16,8 +16,8 @@ step() { printf '\n==> %s (%ds)\n' "$*" "$((SECONDS - start))"; }
 step "setting up"
 bash scripts/setup.sh --browser --container
 
-# Under CI every run starts from a clean clone, so the two builds made outside the
-# workspace's target folder (the fuzz targets, the static collector of the image) keep
+# Under CI every run starts from a clean clone, so the two builds that share nothing with
+# the tests' own (the fuzz targets' workspace, the image's static musl collector) keep
 # their dependencies in a cache folder that outlives the clone; cargo still rebuilds
 # whatever changed. Elsewhere they build in the checkout as usual.
 if [[ "${CI:-}" == true ]]; then
